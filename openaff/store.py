@@ -57,7 +57,7 @@ class CheckpointMismatchError(CheckpointError):
 
 def git_blob_sha1(path):
     """Return the git blob id (hex SHA-1 of ``b"blob <size>\\0" + content``) of a file."""
-    sha = hashlib.sha1(b"blob %d " % os.path.getsize(path))
+    sha = hashlib.sha1(b"blob %d\0" % os.path.getsize(path))
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(_CHUNK), b""):
             sha.update(chunk)
