@@ -1,2 +1,13 @@
-"""openaff: Attentional Feature Fusion (Dai et al., WACV 2021) for MXNet/Gluon."""
+"""openaff: Attentional Feature Fusion (Dai, Gieseke, Oehmcke, Wu, Barnard, WACV 2021) for
+MXNet/Gluon -- fusion blocks, residual blocks, model zoo and released checkpoints."""
+from ._stack import check_stack
+
 __version__ = "0.1.0"
+
+check_stack()
+
+from .fusion import get_fusion, list_fusions  # noqa: E402  (after the stack check)
+from .zoo import get_model, list_models, model_info  # noqa: E402
+
+__all__ = ['get_model', 'list_models', 'model_info', 'get_fusion', 'list_fusions',
+           '__version__']

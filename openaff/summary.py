@@ -60,15 +60,18 @@ class ModelSummary:
     ``rows`` lists every hooked block call in the order the calls finish
     (a Conv2D's own ``activation`` child therefore precedes it).  The totals
     are taken over the unique parameters of the whole network, so a shared
-    parameter is counted once and ``trainable_params`` excludes BatchNorm
-    running statistics (the figure quoted in the paper).  ``flops`` is the
-    sum over ``rows``.
+    parameter is counted once. ``trainable_params`` counts parameters with a
+    gradient; ``weight_params`` counts every parameter except BatchNorm running
+    statistics, the convention of the paper/README table and of
+    ``compat/released_manifest.json`` (they differ only for frozen parameters,
+    e.g. the CIFAR nets' input BatchNorm).  ``flops`` is the sum over ``rows``.
     """
 
     rows: List[LayerRow] = field(default_factory=list)
     total_params: int = 0
     trainable_params: int = 0
     non_trainable_params: int = 0
+    weight_params: int = 0
     flops: int = 0
     input_shape: Tuple[int, ...] = ()
 
@@ -96,6 +99,8 @@ class ModelSummary:
                 self.trainable_params, self.trainable_params / 1e6),
             "Non-trainable params: {:,} ({:.2f}M)".format(
                 self.non_trainable_params, self.non_trainable_params / 1e6),
+            "Params without BN running stats (paper/README): {:,} ({:.2f}M)".format(
+                self.weight_params, self.weight_params / 1e6),
             "FLOPs: {:,} ({:.2f}G)".format(self.flops, self.flops / 1e9),
         ])
 
@@ -211,6 +216,10 @@ def _param_counts(params):
     return total, trainable
 
 
+def _is_running_stat(param):
+    return param.name.endswith(("running_mean", "running_var"))
+
+
 def _unique_params(net):
     unique = {}
     for p in net.collect_params().values():
@@ -301,10 +310,13 @@ def summarize(net, input_shape=(1, 3, 224, 224), ctx=None):
         for handle in handles:
             handle.detach()
         _restore_hybrid(saved)
-    total, trainable = _param_counts(_unique_params(net))
+    params = _unique_params(net)
+    total, trainable = _param_counts(params)
+    running, _ = _param_counts([p for p in params if _is_running_stat(p)])
     return ModelSummary(rows=rows, total_params=total,
                         trainable_params=trainable,
                         non_trainable_params=total - trainable,
+                        weight_params=total - running,
                         flops=sum(r.flops for r in rows),
                         input_shape=input_shape)
 
@@ -312,7 +324,7 @@ def summarize(net, input_shape=(1, 3, 224, 224), ctx=None):
 def _default_input_size(name):
     try:
         from openaff.zoo import model_info
-        return int(model_info(name)["input_size"])
+        return int(model_info(name).input_size)
     except (ImportError, AttributeError, KeyError, TypeError, ValueError):
         return 32 if name.startswith("cifar_") else 224
 
