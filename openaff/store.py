@@ -249,6 +249,14 @@ def _shape_fits(net_shape, file_shape):
         n in (0, -1, f) for n, f in zip(net_shape, file_shape))
 
 
+def _classifier_names(params, loaded, classifier):
+    """Names (in the net or the file) under the classifier prefix(es)."""
+    if not params:
+        return set()
+    prefixes = _classifier_prefixes(params, classifier)
+    return {k for k in set(params) | set(loaded) if k.startswith(prefixes)}
+
+
 def _classifier_prefixes(params, classifier):
     if classifier is None:
         last = next(reversed(list(params)))
@@ -357,8 +365,7 @@ def load_checkpoint(net, source, ctx=None, skip_classifier=False,
     params = net._collect_params_with_prefix()
     raw = _read_params_file(source) if isinstance(source, (str, os.PathLike)) else source
     loaded = _normalise_keys(raw, params)
-    prefixes = _classifier_prefixes(params, classifier) if skip_classifier and params else ()
-    skip = {k for k in set(params) | set(loaded) if k.startswith(prefixes)} if prefixes else set()
+    skip = _classifier_names(params, loaded, classifier) if skip_classifier else set()
 
     to_load, missing, unexpected, conflicts = _plan(params, loaded, skip)
     if conflicts or (missing and not allow_missing) or (unexpected and not ignore_extra):

@@ -1,5 +1,6 @@
 """Tests for openaff.store: fetching, verifying, caching and loading checkpoints."""
 import functools
+import hashlib
 import http.server
 import os
 import subprocess
@@ -67,6 +68,10 @@ def published(server):
     path = server.dir / REL
     path.write_bytes(content)
     return content, git_blob_sha1(str(path))
+
+
+def _blob_sha1_bytes(data):
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 def _cache_files(root):
@@ -143,14 +148,9 @@ def test_wrong_bytes_raise_checksum_error(tmp_path, server, published):
         fetch_release(REL, sha, root=str(root), progress=False)
     msg = str(info.value)
     assert sha in msg and "model%20file.params" in msg
-    assert git_blob_sha1_bytes(b"not the checkpoint") in msg
+    assert _blob_sha1_bytes(b"not the checkpoint") in msg
     assert len(server.requests) == 2  # one retry
     assert [n for n in _cache_files(root) if not n.endswith(".lock")] == []
-
-
-def git_blob_sha1_bytes(data):
-    import hashlib
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 def test_server_down_raises_download_error(tmp_path, monkeypatch):
@@ -379,3 +379,28 @@ def test_garbage_file_raises_checkpoint_error(tmp_path):
     path.write_bytes(b"\x00this is not an mxnet file" * 10)
     with pytest.raises(CheckpointError, match="garbage.params"):
         load_checkpoint(make_net(), str(path))
+
+
+def test_shared_parameters_deduplicated_file(tmp_path):
+    def shared_net():
+        net = nn.HybridSequential()
+        first = nn.Dense(6, in_units=6)
+        net.add(first, nn.Dense(6, in_units=6, params=first.params))
+        net.initialize()
+        return net
+
+    src = shared_net()
+    path = str(tmp_path / "shared.params")
+    src.save_parameters(path, deduplicate=True)
+    assert len(mx.nd.load(path)) == 2  # one copy of the shared weight/bias
+    dst = shared_net()
+    report = load_checkpoint(dst, path)
+    assert report.missing == []
+    x = mx.nd.ones((1, 6))
+    np.testing.assert_array_equal(dst(x).asnumpy(), src(x).asnumpy())
+
+
+def test_progress_bar_on_request(tmp_path, server, published, capsys):
+    _, sha = published
+    fetch_release(REL, sha, root=str(tmp_path / "c"), progress=True)
+    assert "model file.params" in capsys.readouterr().err
