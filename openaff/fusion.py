@@ -55,6 +55,12 @@ def context_branch(prefix: str, widths: Sequence[int], pooled: bool = False, gro
     return branch
 
 
+def concat_channels(F, a, b):
+    """``concat([a, b], dim=1)`` for two maps of one shape, via stack + reshape: oneDNN's
+    concat backward crashes (SIGFPE) on narrow maps such as 4-channel branches in mxnet 1.9.1."""
+    return F.reshape(F.stack(a, b, axis=1), shape=(0, -3, -2))
+
+
 def _select(F, x, y, w, scale):
     """Soft selection ``scale * (x*w + y*(1-w))``, evaluated as the original does."""
     if scale == 1:
@@ -119,6 +125,8 @@ class AttentionalFusion(HybridBlock):
         for stage in stages:
             if stage.rule not in COMBINE_RULES:
                 raise ValueError(f'unknown combine rule {stage.rule!r}; valid: {list(COMBINE_RULES)}')
+            if stage.merge == 'concat' and len(stage.branches) != 2:
+                raise ValueError('merge="concat" takes exactly two branches (local, global)')
         self._stages = tuple(stages)
         self._source = source
         self._pre = pre
@@ -132,14 +140,13 @@ class AttentionalFusion(HybridBlock):
             return x + residual
         if self._source == 'x':
             return x
-        return F.concat(x, residual, dim=1)
+        return concat_channels(F, x, residual)
 
     def _weight(self, F, stage, source):
         features = [getattr(self, name)(source) for name in stage.branches]
         if stage.merge == 'concat':
             # the global branch is 1x1: expand it to the local map before concatenating
-            merged = F.concat(features[0],
-                              *[F.broadcast_like(f, features[0]) for f in features[1:]], dim=1)
+            merged = concat_channels(F, features[0], F.broadcast_like(features[1], features[0]))
         else:
             merged = features[0]
             for feature in features[1:]:
@@ -443,7 +450,7 @@ class ConcatFuse(HybridBlock):
                 self.fuse.add(nn.Conv2D(channels, kernel_size=1, strides=1, padding=0))
 
     def hybrid_forward(self, F, x, residual):
-        return self.fuse(F.concat(x, residual, dim=1))
+        return self.fuse(concat_channels(F, x, residual))
 
 
 # ---------------------------------------------------------------- paper names

@@ -1,0 +1,68 @@
+"""Shared test helpers: the ../shared compat fixtures, small random inputs, gradient checks."""
+import json
+import pathlib
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / 'shared'
+COMPAT = SHARED / 'compat'
+
+
+def compat_index():
+    """The numeric fixtures, or {} when ../shared is absent (tests then skip)."""
+    path = COMPAT / 'numeric' / 'index.json'
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def released_manifest():
+    path = COMPAT / 'released_manifest.json'
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def needs_compat(items):
+    """Parametrize values, or one skipped case saying why when the fixtures are missing."""
+    if items:
+        return items
+    return [pytest.param(None, marks=pytest.mark.skip(reason=f'no fixtures at {COMPAT}'))]
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    mx.random.seed(0)
+    np.random.seed(0)
+
+
+def random_input(*shape):
+    return mx.nd.array(np.random.uniform(-1, 1, size=shape).astype('float32'))
+
+
+def ones_for_gammas(net):
+    """Zero-initialised gammas (``last_gamma``) would block the gradient of the branch before
+    them; set them to one so a gradient check sees every parameter."""
+    for name, param in net.collect_params().items():
+        if name.endswith('gamma') and param.grad_req != 'null':
+            param.set_data(mx.nd.ones(param.shape))
+
+
+def assert_every_param_gets_gradient(net, *inputs):
+    with mx.autograd.record():
+        loss = net(*inputs).square().sum()
+    loss.backward()
+    silent = [name for name, param in net._collect_params_with_prefix().items()
+              if param.grad_req != 'null' and not np.any(param.grad().asnumpy())]
+    assert not silent, f'no gradient reached: {silent}'
+
+
+def assert_hybrid_matches_imperative(net, *inputs, rtol=1e-5, atol=1e-6):
+    imperative = net(*inputs).asnumpy()
+    with mx.autograd.record(train_mode=True):
+        imperative_train = net(*inputs).asnumpy()
+    net.hybridize()
+    hybrid = net(*inputs).asnumpy()
+    with mx.autograd.record(train_mode=True):
+        hybrid_train = net(*inputs).asnumpy()
+    np.testing.assert_allclose(hybrid, imperative, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(hybrid_train, imperative_train, rtol=rtol, atol=atol)
