@@ -215,6 +215,8 @@ def _read_params_file(path):
         raise CheckpointError(
             "Cannot read checkpoint %r: not an MXNet parameter file (%s)"
             % (path, str(err).splitlines()[0] if str(err) else err)) from err
+    if isinstance(loaded, list) and not loaded:
+        return {}  # mx.nd.save writes a parameter-free net's empty dict as an empty list
     if not isinstance(loaded, dict):
         raise CheckpointError(
             "Checkpoint %r holds an unnamed list of arrays, not a dict of "
