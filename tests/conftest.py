@@ -48,7 +48,10 @@ def ones_for_gammas(net):
 
 
 def assert_every_param_gets_gradient(net, *inputs):
-    with mx.autograd.record():
+    """Non-zero gradient for every learnable parameter. Recorded in inference mode: with batch
+    statistics a conv bias right before a BatchNorm has an exactly zero gradient (the mean
+    subtraction cancels it), which would hide a disconnected parameter among honest zeros."""
+    with mx.autograd.record(train_mode=False):
         loss = net(*inputs).square().sum()
     loss.backward()
     silent = [name for name, param in net._collect_params_with_prefix().items()
