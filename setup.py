@@ -1,0 +1,43 @@
+"""openaff: Attentional Feature Fusion (Dai et al., WACV 2021) on MXNet/Gluon."""
+import pathlib
+
+from setuptools import find_packages, setup
+
+HERE = pathlib.Path(__file__).parent
+
+# mxnet 1.9.1 uses np.bool (gone in numpy 1.24); gluoncv 0.10.5 on Python 3.11 then needs the
+# last scipy/pandas/matplotlib/contourpy releases that still accept that numpy.
+STACK = [
+    'numpy>=1.20,<1.24',
+    'scipy<1.11',
+    'pandas<2.1',
+    'matplotlib<3.9',
+    'contourpy<1.3',
+    'gluoncv==0.10.5.post0',
+    'filelock>=3.0',
+    'tqdm>=4.0',
+    'Pillow>=8.0',
+    'scikit-learn>=1.0,<1.8',
+]
+
+setup(
+    name='openaff',
+    version='0.1.0',
+    description='Attentional Feature Fusion (AFF/iAFF/MS-CAM) for MXNet/Gluon: fusion blocks, '
+                'model zoo, released checkpoints, training scripts',
+    long_description=(HERE / 'README.md').read_text(encoding='utf-8'),
+    long_description_content_type='text/markdown',
+    python_requires='>=3.8,<3.12',
+    packages=find_packages(include=['openaff', 'openaff.*']),
+    install_requires=STACK,
+    extras_require={
+        'cpu': ['mxnet==1.9.1'],
+        'cu112': ['mxnet-cu112==1.9.1'],
+        'test': ['pytest>=7'],
+    },
+    entry_points={'console_scripts': ['openaff-summary=openaff.summary:main']},
+    classifiers=[
+        'Programming Language :: Python :: 3.11',
+        'Topic :: Scientific/Engineering :: Artificial Intelligence',
+    ],
+)
