@@ -68,21 +68,24 @@ def test_corrupt_release_is_refused(served, tmp_path, monkeypatch):
     assert not (tmp_path / 'cache' / 'tiny.params').exists()
 
 
-def test_pretrained_path_loads_a_local_file(tmp_path):
-    net = get_model('cifar_aff_resnet32', **TINY)
+def saved_tiny_net(path, name='cifar_aff_resnet32'):
+    """A tiny initialised net, saved to ``path``; returns it and an input."""
+    net = get_model(name, **TINY)
     net.initialize()
     x = random_input(1, 3, 32, 32)
     net(x)
-    net.save_parameters(str(tmp_path / 'mine.params'))
+    net.save_parameters(str(path))
+    return net, x
+
+
+def test_pretrained_path_loads_a_local_file(tmp_path):
+    net, x = saved_tiny_net(tmp_path / 'mine.params')
     again = get_model('cifar_aff_resnet32', pretrained=str(tmp_path / 'mine.params'), **TINY)
     np.testing.assert_array_equal(again(x).asnumpy(), net(x).asnumpy())
 
 
 def test_mismatched_checkpoint_names_the_keys(tmp_path):
-    aff = get_model('cifar_aff_resnet32', **TINY)
-    aff.initialize()
-    aff(random_input(1, 3, 32, 32))
-    aff.save_parameters(str(tmp_path / 'aff.params'))
+    saved_tiny_net(tmp_path / 'aff.params')
     with pytest.raises(CheckpointMismatchError) as err:
         get_model('cifar_iaff_resnet32', pretrained=str(tmp_path / 'aff.params'), **TINY)
     assert 'local_att2' in str(err.value)
@@ -91,11 +94,7 @@ def test_mismatched_checkpoint_names_the_keys(tmp_path):
 
 
 def test_checkpoint_for_another_class_count(tmp_path):
-    net = get_model('cifar_aff_resnet32', **TINY)
-    net.initialize()
-    x = random_input(1, 3, 32, 32)
-    net(x)
-    net.save_parameters(str(tmp_path / 'c100.params'))
+    net, x = saved_tiny_net(tmp_path / 'c100.params')
     with pytest.raises(CheckpointMismatchError, match='output.weight'):
         get_model('cifar_aff_resnet32', pretrained=str(tmp_path / 'c100.params'), classes=10,
                   **TINY)
