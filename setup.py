@@ -14,6 +14,7 @@ STACK = [
     'matplotlib<3.9',
     'contourpy<1.3',
     'gluoncv==0.10.5.post0',
+    'opencv-python<4.12',  # 4.12+ needs numpy 2
     'filelock>=3.0',
     'tqdm>=4.0',
     'Pillow>=8.0',
