@@ -28,6 +28,8 @@ import mxnet as mx
 from mxnet import autograd
 from mxnet.gluon import nn
 
+from ._gluon import all_blocks, forward_hooks, imperative, is_trainable
+
 __all__ = ["LayerRow", "ModelSummary", "summarize", "layer_flops", "main"]
 
 
@@ -41,7 +43,7 @@ class LayerRow:
         type: class name of the block.
         output_shape: shape of the output (a list of shapes for several).
         params: number of parameters registered directly on the block.
-        trainable: those of ``params`` with ``grad_req != 'null'``.
+        trainable: those of ``params`` the optimizer updates (a gradient, lr_mult != 0).
         flops: FLOPs of this call (see module docstring).
     """
 
@@ -186,18 +188,6 @@ def _block_names(net):
     return names
 
 
-def _all_blocks(net):
-    blocks, stack, seen = [], [net], set()
-    while stack:
-        block = stack.pop()
-        if id(block) in seen:
-            continue
-        seen.add(id(block))
-        blocks.append(block)
-        stack.extend(block._children.values())
-    return blocks
-
-
 def _should_hook(block):
     # Conv2D/Dense with `activation=` own an Activation child, so "leaf"
     # alone would miss them: also hook any block owning parameters itself.
@@ -211,7 +201,7 @@ def _param_counts(params):
     for p in params:
         size = p.data().size
         total += size
-        if p.grad_req != "null":
+        if is_trainable(p):
             trainable += size
     return total, trainable
 
@@ -257,24 +247,6 @@ def _make_hook(rows, names):
     return hook
 
 
-def _deactivate_hybrid(blocks):
-    """Switch hybridized blocks to imperative mode; return their old flags.
-
-    Forward hooks on children only fire in imperative mode.  Flipping
-    ``_active`` directly (instead of ``hybridize(False)``) keeps each
-    block's cached graph and hybridize options for when it is restored.
-    """
-    saved = [(b, b._active) for b in blocks if hasattr(b, "_active")]
-    for block, _ in saved:
-        block._active = False
-    return saved
-
-
-def _restore_hybrid(saved):
-    for block, active in saved:
-        block._active = active
-
-
 def summarize(net, input_shape=(1, 3, 224, 224), ctx=None):
     """Count parameters and FLOPs of ``net`` layer by layer.
 
@@ -296,20 +268,12 @@ def summarize(net, input_shape=(1, 3, 224, 224), ctx=None):
     """
     input_shape = tuple(int(d) for d in input_shape)
     ctx = ctx or _default_ctx(net)
-    blocks = _all_blocks(net)
     names = _block_names(net)
     rows = []
-    hook = _make_hook(rows, names)
-    handles = [b.register_forward_hook(hook)
-               for b in blocks if _should_hook(b)]
-    saved = _deactivate_hybrid(blocks)
-    try:
-        with autograd.pause(train_mode=False):
-            net(mx.nd.zeros(input_shape, ctx=ctx))
-    finally:
-        for handle in handles:
-            handle.detach()
-        _restore_hybrid(saved)
+    hooked = [b for b in all_blocks(net) if _should_hook(b)]
+    with imperative(net), forward_hooks(hooked, _make_hook(rows, names)), \
+            autograd.pause(train_mode=False):
+        net(mx.nd.zeros(input_shape, ctx=ctx))
     params = _unique_params(net)
     total, trainable = _param_counts(params)
     running, _ = _param_counts([p for p in params if _is_running_stat(p)])

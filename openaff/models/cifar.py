@@ -2,12 +2,14 @@
 ResNet and a ResNeXt whose residual additions are fusion blocks."""
 from __future__ import annotations
 
+import mxnet as mx
+from mxnet import autograd
 from mxnet.gluon import nn
 from mxnet.gluon.block import HybridBlock
 from mxnet.gluon.nn import BatchNorm
 
 from ..blocks import AFFResBlockV2, AFFResNeXtBlock
-from ._common import deep_stem_layers, stage_fusion
+from ._common import deep_stem_layers, stage_fusion, update_input_stats
 
 __all__ = ['CIFARAFFResNet', 'CIFARAFFResNeXt']
 
@@ -34,18 +36,23 @@ class CIFARAFFResNet(HybridBlock):
         ``norm_kwargs={'num_devices': 4}``.
     r : int
         Reduction ratio of the fusion (4 in the paper's CIFAR nets).
+    track_input_stats : bool
+        Maintain the running statistics of the input BatchNorm during training (see
+        :func:`~openaff.models._common.update_input_stats`). ``False`` is the original
+        behaviour: they stay 0/1 and inference-mode accuracy collapses.
     """
 
     def __init__(self, askc_type, start_layer, layers, channels, classes, deep_stem,
-                 norm_layer=BatchNorm, norm_kwargs=None, r=4, **kwargs):
+                 norm_layer=BatchNorm, norm_kwargs=None, r=4, track_input_stats=True, **kwargs):
         super().__init__(**kwargs)
         if len(layers) != len(channels) - 1:
             raise ValueError(f'channels needs len(layers) + 1 = {len(layers) + 1} entries '
                              f'(stem width, then one per stage); got {channels}')
         norm_kwargs = norm_kwargs or {}
+        self.track_input_stats = track_input_stats
         with self.name_scope():
             self.features = nn.HybridSequential(prefix='')
-            # standardises the raw input; its running statistics are the input's mean and var
+            # standardises the raw input; see update_input_stats for why it is special
             self.features.add(norm_layer(scale=False, center=False, **norm_kwargs))
             if deep_stem:
                 for layer in deep_stem_layers(channels[0] // 2, 1, norm_layer, norm_kwargs,
@@ -79,6 +86,15 @@ class CIFARAFFResNet(HybridBlock):
                     in_channels=in_channels if first else channels,
                     norm_layer=norm_layer, norm_kwargs=norm_kwargs, r=r))
         return layer
+
+    def forward(self, x, *args):
+        # outside the (possibly cached) graph: every BatchNorm updates its statistics when
+        # training with gradients recorded; the input one has to be told to
+        out = super().forward(x, *args)
+        if (self.track_input_stats and isinstance(x, mx.nd.NDArray) and autograd.is_training()
+                and autograd.is_recording()):
+            update_input_stats(self.features[0], x, self.features[0]._kwargs['momentum'])
+        return out
 
     def hybrid_forward(self, F, x):
         return self.output(self.features(x))
