@@ -62,12 +62,18 @@ def assert_every_param_gets_gradient(net, *inputs):
 
 
 def assert_hybrid_matches_imperative(net, *inputs, rtol=1e-5, atol=1e-6):
+    """Inference and training-mode outputs agree; the running statistics that a recorded
+    training pass updates are restored before the hybridized passes."""
+    def training_pass():
+        with mx.autograd.record(train_mode=True):
+            return net(*inputs).asnumpy()
+
     imperative = net(*inputs).asnumpy()
-    with mx.autograd.record(train_mode=True):
-        imperative_train = net(*inputs).asnumpy()
+    params = net.collect_params()
+    saved = {key: param.data().copy() for key, param in params.items()}
+    imperative_train = training_pass()
+    for key, value in saved.items():
+        params[key].set_data(value)
     net.hybridize()
-    hybrid = net(*inputs).asnumpy()
-    with mx.autograd.record(train_mode=True):
-        hybrid_train = net(*inputs).asnumpy()
-    np.testing.assert_allclose(hybrid, imperative, rtol=rtol, atol=atol)
-    np.testing.assert_allclose(hybrid_train, imperative_train, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(net(*inputs).asnumpy(), imperative, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(training_pass(), imperative_train, rtol=rtol, atol=atol)
