@@ -1,0 +1,117 @@
+"""Checkpoints that survive a kill: every file is written to a temporary name in the same
+directory and renamed into place, and a small JSON pointer, written last, names the newest
+complete set (parameters, trainer states, epoch, metrics, history)."""
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+__all__ = ['CheckpointManager', 'atomic_write', 'atomic_save']
+
+
+def atomic_save(path, write):
+    """Call ``write(tmp_path)``, then rename over ``path``: readers see the old file or the new
+    one, never a truncated one."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f'.{os.path.basename(path)}.tmp-{os.getpid()}')
+    try:
+        write(tmp)
+        with open(tmp, 'rb') as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def atomic_write(path, text):
+    def write(tmp):
+        with open(tmp, 'w') as handle:
+            handle.write(text)
+    return atomic_save(path, write)
+
+
+class CheckpointManager:
+    """Writes ``<model>-epoch<NNNN>.params/.states`` each epoch and ``<model>-checkpoint.json``
+    pointing at the newest; keeps the last ``keep`` sets plus every ``save_period``-th; best
+    weights keep the original name ``%.4f-<model>-best.params``."""
+
+    def __init__(self, save_dir, model_name, keep=2, save_period=0):
+        self.save_dir = os.path.expanduser(save_dir)
+        self.model_name = model_name
+        self.keep = keep
+        self.save_period = save_period
+        os.makedirs(self.save_dir, exist_ok=True)
+
+    @property
+    def pointer(self):
+        return os.path.join(self.save_dir, f'{self.model_name}-checkpoint.json')
+
+    def _epoch_path(self, epoch, ext):
+        return os.path.join(self.save_dir, f'{self.model_name}-epoch{epoch:04d}.{ext}')
+
+    def save(self, net, trainer, epoch, state):
+        """Save the state after ``epoch`` (0-based, completed) and point the JSON at it."""
+        params = atomic_save(self._epoch_path(epoch, 'params'), net.save_parameters)
+        states = atomic_save(self._epoch_path(epoch, 'states'), trainer.save_states)
+        record = dict(state, epoch=epoch, params=os.path.basename(params),
+                      states=os.path.basename(states), model=self.model_name)
+        atomic_write(self.pointer, json.dumps(record, indent=1))
+        self._prune(epoch)
+        return record
+
+    def save_best(self, net, score, epoch=None):
+        """``%.4f-<model>-best.params`` (CIFAR), ``%.4f-<model>-<epoch>-best.params`` (ImageNet)."""
+        stem = self.model_name if epoch is None else f'{self.model_name}-{epoch}'
+        path = os.path.join(self.save_dir, '%.4f-%s-best.params' % (score, stem))
+        return atomic_save(path, net.save_parameters)
+
+    def save_final(self, net):
+        return atomic_save(os.path.join(self.save_dir, f'{self.model_name}-final.params'),
+                           net.save_parameters)
+
+    def _prune(self, newest):
+        for path in glob.glob(os.path.join(self.save_dir, f'{self.model_name}-epoch*.params')):
+            epoch = int(path.rsplit('epoch', 1)[1].split('.')[0])
+            periodic = self.save_period and (epoch + 1) % self.save_period == 0
+            if epoch <= newest - self.keep and not periodic:
+                for ext in ('params', 'states'):
+                    stale = self._epoch_path(epoch, ext)
+                    if os.path.exists(stale):
+                        os.remove(stale)
+
+    def latest(self):
+        """The newest checkpoint record, or None when there is none."""
+        if not os.path.exists(self.pointer):
+            return None
+        with open(self.pointer) as handle:
+            return self._resolve(json.load(handle), self.save_dir)
+
+    @staticmethod
+    def _resolve(record, directory):
+        record = dict(record)
+        for key in ('params', 'states'):
+            record[key] = os.path.join(directory, record[key])
+        return record
+
+    def find(self, resume_from):
+        """``'latest'``, a checkpoint JSON, or a ``.params`` file (with its ``.states`` beside
+        it when present) -> a record with ``params``, ``states`` (or None) and ``epoch``."""
+        if resume_from == 'latest':
+            record = self.latest()
+            if record is None:
+                raise FileNotFoundError(f'--resume-from latest: no checkpoint in {self.save_dir} '
+                                        f'(expected {os.path.basename(self.pointer)})')
+            return record
+        path = os.path.expanduser(resume_from)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f'--resume-from: {path} does not exist')
+        if path.endswith('.json'):
+            with open(path) as handle:
+                return self._resolve(json.load(handle), os.path.dirname(os.path.abspath(path)))
+        states = os.path.splitext(path)[0] + '.states'
+        return {'params': path, 'states': states if os.path.exists(states) else None,
+                'epoch': None}

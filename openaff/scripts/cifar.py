@@ -1,0 +1,178 @@
+"""``train_cifar.py``: train CIFAR AFF-ResNet/ResNeXt as the original runs did (every option of
+the original with its default), on CIFAR-10/100 from local files or on the embedded digits."""
+from __future__ import annotations
+
+import argparse
+import os
+
+import mxnet as mx
+from mxnet import gluon
+
+from ..engine import Engine, Recipe, decay_epochs
+from ..models import CIFARAFFResNet, CIFARAFFResNeXt
+from .common import clamp_workers, contexts_from, fail, resolve_seed, start_log
+
+DATASETS = ('cifar10', 'cifar100', 'digits')
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description='Train a CIFAR AFF network (Dai et al., WACV 2021).')
+    add = p.add_argument
+    add('--dataset', default='cifar100', choices=DATASETS,
+        help='cifar10, cifar100, or digits (scikit-learn, embedded, 32x32)')
+    add('--data-dir', default=None,
+        help='folder with the official CIFAR release (python or binary, unpacked or .tar.gz); '
+             'without it gluon downloads to ~/.mxnet/datasets')
+    add('--labels', default='fine', choices=('fine', 'coarse'),
+        help='CIFAR-100 label set. The original silently trained on the 20 coarse labels')
+    add('--batch-size', type=int, default=128, help='training batch size per device')
+    add('--askc-type', default='ASKCFuse',
+        help='fusion: ASKCFuse (AFF), ResGlobLocaforGlobLocaCha (iAFF), DirectAdd, ...')
+    add('--channel-times', type=int, default=4, help='width multiplier of [16, 16, 32, 64]')
+    add('--blocks', type=int, default=1, help='blocks per stage')
+    add('--start-layer', type=int, default=1, help='first stage with the fusion')
+    add('--summary', action='store_true', help='print parameters and FLOPs, then exit')
+    add('--gpus', default='0,1,2,3', help='GPUs to use when present, e.g. 0,1')
+    add('--model', default='resnet', choices=('resnet', 'resnext'))
+    add('-j', '--num-data-workers', dest='num_workers', type=int, default=96,
+        help='data loading processes (capped at the CPU count; 0 = in the main process)')
+    add('--num-epochs', type=int, default=640)
+    add('--lr', type=float, default=0.2)
+    add('--momentum', type=float, default=0.9)
+    add('--wd', type=float, default=0.0001)
+    add('--lr-decay', type=float, default=0.1)
+    add('--lr-decay-period', type=int, default=0)
+    add('--lr-decay-epoch', default='300,450')
+    add('--drop-rate', type=float, default=0.0, help='unused, as in the original')
+    add('--mode', default='hybrid', choices=('hybrid', 'imperative'))
+    add('--save-period', type=int, default=10, help='keep every N-th epoch checkpoint')
+    add('--save-dir', default='params')
+    add('--logging-dir', default='logs')
+    add('--resume-from', default=None, help="'latest', a checkpoint JSON, or a .params file")
+    add('--save-plot-dir', default='.')
+    add('--mixup', action='store_true')
+    add('--mixup-alpha', type=float, default=1)
+    add('--mixup-off-epoch', type=int, default=40)
+    add('--auto_aug', action='store_true', help='AutoAugment CIFAR-10 policy')
+    add('--label-smoothing', action='store_true')
+    add('--cosine', action='store_true', help='linear warm-up, then cosine decay')
+    add('--no-wd', action='store_true', help='no weight decay on BN gamma/beta and biases')
+    add('--warmup-lr', type=float, default=0.0)
+    add('--warmup-epochs', type=int, default=10)
+    add('--deep-stem', action='store_true')
+    add('--seed', type=int, default=None, help='random seed (logged; random when absent)')
+    add('--precise-bn', type=int, default=0, metavar='N',
+        help='re-estimate BatchNorm statistics over N training batches before each evaluation')
+    add('--bn-branch-momentum', type=float, default=None,
+        help='running-statistics momentum of the fusion branches\' BatchNorms (default 0.9)')
+    add('--compare-log', default=None, help='an original log to draw in the history plot')
+    return p
+
+
+def model_name_of(opt, layers, cardinality):
+    prefix = f'{opt.dataset}-{opt.askc_type}'
+    suffix = f'-c-{opt.channel_times}-s-{opt.start_layer}'
+    if opt.model == 'resnet':
+        return f'{prefix}-resnet-{sum(layers) * 2 + 2}{suffix}'
+    return f'{prefix}-resneXt-{sum(layers) * 3 + 2}-{cardinality}x4{suffix}'
+
+
+def build_net(opt, classes):
+    """The network and its original run name (``cifar100-ASKCFuse-resnet-32-c-4-s-1``)."""
+    layers = [opt.blocks] * 3
+    channels = [c * opt.channel_times for c in (16, 16, 32, 64)]
+    cardinality = {64: 32, 128: 64}.get(channels[0])
+    if opt.model == 'resnext':
+        if cardinality is None:
+            raise ValueError('--model resnext needs --channel-times 4 or 8')
+        net = CIFARAFFResNeXt(opt.askc_type, opt.start_layer, layers, channels, cardinality, 4,
+                              classes=classes, deep_stem=opt.deep_stem)
+    else:
+        net = CIFARAFFResNet(opt.askc_type, opt.start_layer, layers, channels, classes,
+                             opt.deep_stem)
+    return net, model_name_of(opt, layers, cardinality)
+
+
+def datasets(opt):
+    """(train dataset, val dataset, classes) with transforms applied to the images."""
+    from ..data import cifar, digits
+    if opt.dataset == 'digits':
+        train, val = digits.Digits(train=True), digits.Digits(train=False)
+        t_train, t_val = digits.digits_transforms(True, opt.auto_aug), digits.digits_transforms(False)
+        classes = 10
+    else:
+        labels = opt.labels if opt.dataset == 'cifar100' else 'fine'
+        train = cifar.CIFAR(opt.dataset, opt.data_dir, train=True, labels=labels)
+        val = cifar.CIFAR(opt.dataset, opt.data_dir, train=False, labels=labels)
+        t_train, t_val = cifar.cifar_transforms(True, opt.auto_aug), cifar.cifar_transforms(False)
+        # the released CIFAR-100 networks keep a 100-way head whatever the label set
+        classes = 10 if opt.dataset == 'cifar10' else 100
+    return train.transform_first(t_train), val.transform_first(t_val), classes
+
+
+def loaders(opt, batch_size):
+    train, val, classes = datasets(opt)
+    workers = clamp_workers(opt.num_workers)
+    train_loader = gluon.data.DataLoader(train, batch_size=batch_size, shuffle=True,
+                                         last_batch='discard', num_workers=workers)
+    val_loader = gluon.data.DataLoader(val, batch_size=batch_size, shuffle=False,
+                                       num_workers=workers)
+    return train_loader, val_loader, classes
+
+
+def recipe_of(opt, seed):
+    warmup = opt.warmup_epochs if opt.cosine else 0
+    # as the original: decay epochs are counted with the warm-up subtracted, even without it
+    steps = [e - (opt.warmup_epochs - warmup)
+             for e in decay_epochs(opt.num_epochs, opt.lr_decay_epoch, opt.lr_decay_period)]
+    return Recipe(num_epochs=opt.num_epochs, lr=opt.lr, momentum=opt.momentum, wd=opt.wd,
+                  lr_mode='cosine' if opt.cosine else 'step', warmup_epochs=warmup,
+                  warmup_lr=opt.warmup_lr, step_epochs=tuple(steps), step_factor=opt.lr_decay,
+                  mixup=opt.mixup, mixup_alpha=opt.mixup_alpha,
+                  mixup_off_epoch=opt.mixup_off_epoch, label_smoothing=opt.label_smoothing,
+                  no_wd=opt.no_wd, hybrid=opt.mode == 'hybrid', precise_bn=opt.precise_bn,
+                  seed=seed, save_period=opt.save_period)
+
+
+def summarize_and_exit(net):
+    from ..summary import summarize
+    net.initialize(mx.init.Xavier())
+    result = summarize(net, (1, 3, 32, 32))
+    print(result.table())
+    print(result.totals())
+    return 0
+
+
+def main(argv=None):
+    opt = build_parser().parse_args(argv)
+    from ..data.errors import DatasetNotFoundError
+    from ..batchnorm import set_bn_momentum
+    contexts = contexts_from(gpus=opt.gpus)
+    try:
+        classes = {'cifar10': 10, 'cifar100': 100, 'digits': 10}[opt.dataset]
+        net, model_name = build_net(opt, classes)
+    except ValueError as err:
+        return fail(str(err))
+    if opt.summary:
+        return summarize_and_exit(net)
+    if opt.bn_branch_momentum is not None:
+        set_bn_momentum(net, opt.bn_branch_momentum)
+    opt.seed = resolve_seed(opt.seed)
+    log_file = os.path.join(opt.logging_dir, f'train_{model_name}.log') if opt.logging_dir else None
+    log = start_log(opt, log_file)
+    try:
+        train_loader, val_loader, classes = loaders(opt, opt.batch_size * len(contexts))
+    except (DatasetNotFoundError, ValueError) as err:
+        return fail(str(err))
+    net.initialize(mx.init.Xavier(), ctx=contexts)
+    engine = Engine(net, recipe_of(opt, opt.seed), contexts, train_loader, val_loader, classes,
+                    model_name, opt.save_dir or '.', plot_dir=opt.save_plot_dir,
+                    compare_log=opt.compare_log,
+                    run_info={'dataset': opt.dataset, 'labels': opt.labels})
+    try:
+        records = engine.fit(resume_from=opt.resume_from)
+    except FileNotFoundError as err:
+        return fail(str(err))
+    best = max(r['val_acc'] for r in records) if records else engine.best
+    log.info('best_val_score: %f', best if best is not None else float('nan'))
+    return 0
