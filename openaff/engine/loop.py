@@ -53,7 +53,6 @@ class Recipe:
     save_period: int = 10
     temperature: float = 20.0    # distillation
     hard_weight: float = 0.5
-    best_with_epoch: bool = False  # ImageNet best files carry the epoch in their name
     extra: dict = field(default_factory=dict)
 
     @property
@@ -176,9 +175,9 @@ class Engine:
             params['multi_precision'] = True
         return gluon.Trainer(self.net.collect_params(), recipe.optimizer, params)
 
-    def _resume(self, resume_from):
+    def _resume(self, resume_from, start_epoch=0):
         if not resume_from:
-            return 0
+            return start_epoch
         from ..store import load_checkpoint
         record = self.checkpoints.find(resume_from)
         load_checkpoint(self.net, record['params'], ctx=self.contexts)
@@ -278,9 +277,10 @@ class Engine:
         if self.plot_path:
             self.history.plot(self.plot_path, title=self.model_name, compare_log=self.compare_log)
 
-    def fit(self, resume_from=None):
-        """Train to ``recipe.num_epochs``; returns the history records."""
-        start = self._resume(resume_from)
+    def fit(self, resume_from=None, start_epoch=0):
+        """Train to ``recipe.num_epochs`` from ``start_epoch``, or from where the checkpoint
+        ``resume_from`` ('latest', a JSON or a .params file) left off; returns the history."""
+        start = self._resume(resume_from, start_epoch)
         if self.recipe.hybrid:
             self.net.hybridize(static_alloc=True, static_shape=True)
         LOG.info('Validation BatchNorm statistics: %s', self.bn_statistics())

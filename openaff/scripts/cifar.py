@@ -134,10 +134,10 @@ def recipe_of(opt, seed):
                   seed=seed, save_period=opt.save_period)
 
 
-def summarize_and_exit(net):
+def summarize_and_exit(net, input_size=32):
     from ..summary import summarize
     net.initialize(mx.init.Xavier())
-    result = summarize(net, (1, 3, 32, 32))
+    result = summarize(net, (1, 3, input_size, input_size))
     print(result.table())
     print(result.totals())
     return 0

@@ -1,0 +1,180 @@
+"""``train_imagenet.py``: train ImageNet AFF/iAFF-ResNet/ResNeXt as the released runs did
+(every option of the original with its default), from ``.rec`` files, an image folder, or
+synthetic data for smoke runs."""
+from __future__ import annotations
+
+import argparse
+import os
+
+import mxnet as mx
+
+from ..engine import Engine, Recipe, decay_epochs
+from ..models import AFFResNet, AFFResNeXt
+from .common import clamp_workers, contexts_from, fail, resolve_seed, start_log
+
+LAYERS = {50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 4, 36, 3]}
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description='Train an ImageNet AFF network (Dai et al., 2021).')
+    add = p.add_argument
+    add('--data-dir', default='~/.mxnet/datasets/imagenet',
+        help='image folder with train/ and val/ class subfolders')
+    add('--rec-train', default='~/.mxnet/datasets/imagenet/rec/train.rec')
+    add('--rec-train-idx', default='~/.mxnet/datasets/imagenet/rec/train.idx')
+    add('--rec-val', default='~/.mxnet/datasets/imagenet/rec/val.rec')
+    add('--rec-val-idx', default='~/.mxnet/datasets/imagenet/rec/val.idx')
+    add('--use-rec', action='store_true', help='read the .rec files with ImageRecordIter')
+    add('--synthetic', action='store_true', help='train on generated data (smoke runs)')
+    add('--summary', action='store_true', help='print parameters and FLOPs, then exit')
+    add('--batch-size', type=int, default=128, help='batch size per device')
+    add('--r', type=int, default=16, help='reduction ratio of the fusion')
+    add('--dtype', default='float16', help='float16 (with multi-precision) or float32')
+    add('--model', default='resnet', choices=('resnet', 'resnext'))
+    add('--askc-type', default='ASKCFuse')
+    add('--num-gpus', type=int, default=4, help='0 trains on the CPU')
+    add('-j', '--num-data-workers', dest='num_workers', type=int, default=96)
+    add('--num-epochs', type=int, default=240)
+    add('--lr', type=float, default=0.075)
+    add('--momentum', type=float, default=0.9)
+    add('--wd', type=float, default=0.0001)
+    add('--lr-mode', default='cosine', choices=('cosine', 'step', 'poly', 'linear'))
+    add('--lr-decay', type=float, default=0.1)
+    add('--lr-decay-period', type=int, default=0)
+    add('--lr-decay-epoch', default='40,60')
+    add('--warmup-lr', type=float, default=0.0)
+    add('--warmup-epochs', type=int, default=5)
+    add('--last-gamma', action='store_true',
+        help='zero-initialise the last BN gamma of each block (the ResNeXt models always were '
+             'in the released runs: their block inverted the flag)')
+    add('--mode', default='hybrid', choices=('hybrid', 'imperative'))
+    add('--input-size', type=int, default=224)
+    add('--crop-ratio', type=float, default=0.875)
+    add('--use-pretrained', action='store_true', help='start from the released checkpoint')
+    add('--use-se', action='store_true')
+    add('--mixup', action='store_true')
+    add('--mixup-alpha', type=float, default=0.2)
+    add('--mixup-off-epoch', type=int, default=5)
+    add('--label-smoothing', action='store_true')
+    add('--no-wd', action='store_true')
+    add('--teacher', default=None, help='GluonCV model name of a distillation teacher')
+    add('--temperature', type=float, default=20)
+    add('--hard-weight', type=float, default=0.5)
+    add('--batch-norm', action='store_true', help='unused, as in the original')
+    add('--save-frequency', type=int, default=10)
+    add('--save-dir', default='params')
+    add('--resume-epoch', type=int, default=0, help='with --resume-params: its epoch')
+    add('--resume-params', default='')
+    add('--resume-states', default='')
+    add('--resume-from', default=None, help="'latest', a checkpoint JSON, or a .params file")
+    add('--log-interval', type=int, default=50)
+    add('--logging-file', default='train_imagenet.log')
+    add('--use-gn', action='store_true', help='unused, as in the original')
+    add('--auto_aug', action='store_true', help='AutoAugment ImageNet policy (image folders)')
+    add('--start-layer', type=int, default=3)
+    add('--num-layer', type=int, default=50, choices=sorted(LAYERS))
+    add('--classes', type=int, default=1000)
+    add('--seed', type=int, default=None)
+    add('--precise-bn', type=int, default=0, metavar='N')
+    add('--save-plot-dir', default=None, help='where to write the history PNG')
+    add('--compare-log', default=None, help='an original log to draw in the history plot')
+    return p
+
+
+def build_net(opt):
+    """The network and the original run name (``ImageNet-ASKCFuse-resnet--50-s-3``)."""
+    layers = LAYERS[opt.num_layer]
+    if opt.model == 'resnet':
+        net = AFFResNet(opt.askc_type, opt.start_layer, layers, classes=opt.classes,
+                        last_gamma=opt.last_gamma, r=opt.r)
+    else:
+        # the released ResNeXt runs trained with zero-init whatever the flag said
+        net = AFFResNeXt(opt.askc_type, opt.start_layer, layers, 32, 4, classes=opt.classes,
+                         use_se=opt.use_se, last_gamma=True, r=opt.r)
+    return net, f'ImageNet-{opt.askc_type}-{opt.model}--{opt.num_layer}-s-{opt.start_layer}'
+
+
+def loaders(opt, batch_size, num_parts=1, part_index=0):
+    from ..data import imagenet
+    size, workers = opt.input_size, clamp_workers(opt.num_workers)
+    if opt.synthetic:
+        return imagenet.synthetic_loaders(batch_size, size, opt.classes, seed=opt.seed)
+    if opt.use_rec:
+        return imagenet.rec_loaders(
+            *(os.path.expanduser(p) for p in (opt.rec_train, opt.rec_train_idx, opt.rec_val,
+                                                opt.rec_val_idx)),
+            batch_size, size, opt.crop_ratio, max(1, workers), num_parts, part_index)
+    return imagenet.folder_loaders(os.path.expanduser(opt.data_dir), batch_size, size,
+                                   opt.crop_ratio, workers, opt.auto_aug, num_parts, part_index)
+
+
+def recipe_of(opt, seed):
+    return Recipe(num_epochs=opt.num_epochs, lr=opt.lr, momentum=opt.momentum, wd=opt.wd,
+                  lr_mode=opt.lr_mode, warmup_epochs=opt.warmup_epochs, warmup_lr=opt.warmup_lr,
+                  step_epochs=tuple(decay_epochs(opt.num_epochs, opt.lr_decay_epoch,
+                                                 opt.lr_decay_period)),
+                  step_factor=opt.lr_decay, mixup=opt.mixup, mixup_alpha=opt.mixup_alpha,
+                  mixup_off_epoch=opt.mixup_off_epoch, label_smoothing=opt.label_smoothing,
+                  no_wd=opt.no_wd, dtype=opt.dtype, hybrid=opt.mode == 'hybrid',
+                  precise_bn=opt.precise_bn, seed=seed, log_style='imagenet',
+                  log_interval=opt.log_interval, save_period=opt.save_frequency,
+                  temperature=opt.temperature, hard_weight=opt.hard_weight)
+
+
+def teacher_of(opt, contexts):
+    if opt.teacher is None or opt.hard_weight >= 1.0:
+        return None
+    from gluoncv.model_zoo import get_model as gluoncv_model
+    teacher = gluoncv_model(opt.teacher, pretrained=True, classes=opt.classes, ctx=contexts)
+    teacher.cast(opt.dtype)
+    teacher.hybridize(static_alloc=True, static_shape=True)
+    return teacher
+
+
+def prepare_net(opt, net, contexts):
+    """Initialise (or load) on ``contexts`` and cast to ``--dtype``."""
+    if opt.use_pretrained:
+        from ..zoo import MODELS
+        from ..store import fetch_release, load_checkpoint
+        matches = [i for i in MODELS.values() if i.builder is type(net)
+                   and i.args.get('askc_type') == opt.askc_type and i.release]
+        if not matches:
+            raise ValueError(f'no released checkpoint for {opt.model} with {opt.askc_type}')
+        release = matches[0].release
+        load_checkpoint(net, fetch_release(release.path, release.blob_sha1), ctx=contexts)
+    else:
+        net.initialize(mx.init.MSRAPrelu(), ctx=contexts)
+    if opt.resume_params:
+        from ..store import load_checkpoint
+        load_checkpoint(net, opt.resume_params, ctx=contexts)
+    net.cast(opt.dtype)
+
+
+def main(argv=None):
+    opt = build_parser().parse_args(argv)
+    from ..data.errors import DatasetNotFoundError
+    contexts = contexts_from(num_gpus=opt.num_gpus)
+    net, model_name = build_net(opt)
+    if opt.summary:
+        from .cifar import summarize_and_exit
+        return summarize_and_exit(net, opt.input_size)
+    opt.seed = resolve_seed(opt.seed)
+    log = start_log(opt, opt.logging_file)
+    try:
+        train_loader, val_loader = loaders(opt, opt.batch_size * len(contexts))
+        prepare_net(opt, net, contexts)
+    except (DatasetNotFoundError, FileNotFoundError, ValueError) as err:
+        return fail(str(err))
+    engine = Engine(net, recipe_of(opt, opt.seed), contexts, train_loader, val_loader,
+                    opt.classes, f'imagenet-{model_name}', opt.save_dir or '.',
+                    plot_dir=opt.save_plot_dir, teacher=teacher_of(opt, contexts),
+                    compare_log=opt.compare_log, run_info={'dataset': 'imagenet'})
+    if opt.resume_states:
+        engine.trainer.load_states(opt.resume_states)
+    try:
+        # --resume-params/--resume-states/--resume-epoch: the original way, still accepted
+        records = engine.fit(resume_from=opt.resume_from, start_epoch=opt.resume_epoch)
+    except FileNotFoundError as err:
+        return fail(str(err))
+    log.info('best err-top1: %f', 1 - max(r['val_acc'] for r in records))
+    return 0
