@@ -77,20 +77,20 @@ def model_name_of(opt, layers, cardinality):
     return f'{prefix}-resneXt-{sum(layers) * 3 + 2}-{cardinality}x4{suffix}'
 
 
-def build_net(opt, classes):
-    """The network and its original run name (``cifar100-ASKCFuse-resnet-32-c-4-s-1``)."""
+def net_spec(opt, classes):
+    """(class, constructor arguments, original run name such as
+    ``cifar100-ASKCFuse-resnet-32-c-4-s-1``)."""
     layers = [opt.blocks] * 3
     channels = [c * opt.channel_times for c in (16, 16, 32, 64)]
     cardinality = {64: 32, 128: 64}.get(channels[0])
+    common = dict(askc_type=opt.askc_type, start_layer=opt.start_layer, layers=layers,
+                  channels=channels, classes=classes, deep_stem=opt.deep_stem)
     if opt.model == 'resnext':
         if cardinality is None:
             raise ValueError('--model resnext needs --channel-times 4 or 8')
-        net = CIFARAFFResNeXt(opt.askc_type, opt.start_layer, layers, channels, cardinality, 4,
-                              classes=classes, deep_stem=opt.deep_stem)
-    else:
-        net = CIFARAFFResNet(opt.askc_type, opt.start_layer, layers, channels, classes,
-                             opt.deep_stem)
-    return net, model_name_of(opt, layers, cardinality)
+        return (CIFARAFFResNeXt, dict(common, cardinality=cardinality, bottleneck_width=4),
+                model_name_of(opt, layers, cardinality))
+    return CIFARAFFResNet, common, model_name_of(opt, layers, cardinality)
 
 
 def datasets(opt):
@@ -150,7 +150,8 @@ def main(argv=None):
     contexts = contexts_from(gpus=opt.gpus)
     try:
         classes = {'cifar10': 10, 'cifar100': 100, 'digits': 10}[opt.dataset]
-        net, model_name = build_net(opt, classes)
+        cls, kwargs, model_name = net_spec(opt, classes)
+        net = cls(**kwargs)
     except ValueError as err:
         return fail(str(err))
     if opt.summary:
@@ -168,7 +169,8 @@ def main(argv=None):
     engine = Engine(net, recipe_of(opt, opt.seed), contexts, train_loader, val_loader, classes,
                     model_name, opt.save_dir or '.', plot_dir=opt.save_plot_dir,
                     compare_log=opt.compare_log,
-                    run_info={'dataset': opt.dataset, 'labels': opt.labels})
+                    run_info={'dataset': opt.dataset, 'labels': opt.labels,
+                              'net': {'class': cls.__name__, 'kwargs': kwargs}})
     try:
         records = engine.fit(resume_from=opt.resume_from)
     except FileNotFoundError as err:

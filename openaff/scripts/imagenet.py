@@ -81,17 +81,16 @@ def build_parser():
     return p
 
 
-def build_net(opt):
-    """The network and the original run name (``ImageNet-ASKCFuse-resnet--50-s-3``)."""
-    layers = LAYERS[opt.num_layer]
+def net_spec(opt):
+    """(class, constructor arguments, original run name ``ImageNet-ASKCFuse-resnet--50-s-3``)."""
+    common = dict(askc_type=opt.askc_type, start_layer=opt.start_layer,
+                  layers=LAYERS[opt.num_layer], classes=opt.classes, r=opt.r)
+    name = f'ImageNet-{opt.askc_type}-{opt.model}--{opt.num_layer}-s-{opt.start_layer}'
     if opt.model == 'resnet':
-        net = AFFResNet(opt.askc_type, opt.start_layer, layers, classes=opt.classes,
-                        last_gamma=opt.last_gamma, r=opt.r)
-    else:
-        # the released ResNeXt runs trained with zero-init whatever the flag said
-        net = AFFResNeXt(opt.askc_type, opt.start_layer, layers, 32, 4, classes=opt.classes,
-                         use_se=opt.use_se, last_gamma=True, r=opt.r)
-    return net, f'ImageNet-{opt.askc_type}-{opt.model}--{opt.num_layer}-s-{opt.start_layer}'
+        return AFFResNet, dict(common, last_gamma=opt.last_gamma), name
+    # the released ResNeXt runs trained with zero-init whatever the flag said
+    return (AFFResNeXt, dict(common, cardinality=32, bottleneck_width=4, use_se=opt.use_se,
+                             last_gamma=True), name)
 
 
 def loaders(opt, batch_size, num_parts=1, part_index=0):
@@ -154,12 +153,17 @@ def main(argv=None):
     opt = build_parser().parse_args(argv)
     from ..data.errors import DatasetNotFoundError
     contexts = contexts_from(num_gpus=opt.num_gpus)
-    net, model_name = build_net(opt)
+    cls, kwargs, model_name = net_spec(opt)
+    net = cls(**kwargs)
     if opt.summary:
         from .cifar import summarize_and_exit
         return summarize_and_exit(net, opt.input_size)
     opt.seed = resolve_seed(opt.seed)
     log = start_log(opt, opt.logging_file)
+    if opt.dtype != 'float32' and all(c.device_type == 'cpu' for c in contexts):
+        log.info('--dtype %s needs a GPU (mxnet 1.9.1 has no float16 GEMM on the CPU): '
+                 'training in float32', opt.dtype)
+        opt.dtype = 'float32'
     try:
         train_loader, val_loader = loaders(opt, opt.batch_size * len(contexts))
         prepare_net(opt, net, contexts)
@@ -168,7 +172,9 @@ def main(argv=None):
     engine = Engine(net, recipe_of(opt, opt.seed), contexts, train_loader, val_loader,
                     opt.classes, f'imagenet-{model_name}', opt.save_dir or '.',
                     plot_dir=opt.save_plot_dir, teacher=teacher_of(opt, contexts),
-                    compare_log=opt.compare_log, run_info={'dataset': 'imagenet'})
+                    compare_log=opt.compare_log,
+                    run_info={'dataset': 'imagenet', 'input_size': opt.input_size,
+                              'net': {'class': cls.__name__, 'kwargs': kwargs}})
     if opt.resume_states:
         engine.trainer.load_states(opt.resume_states)
     try:

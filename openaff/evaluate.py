@@ -1,0 +1,203 @@
+"""Evaluate a checkpoint: top-1/top-5 accuracy and loss on CIFAR, digits or ImageNet validation
+data, beside the published value (zoo names, released files) or the value the training run
+logged (checkpoints of ``train_cifar.py`` / ``train_imagenet.py``).
+
+    python -m openaff.evaluate cifar_aff_resnet32 --data-dir ~/data/cifar
+    python -m openaff.evaluate runs/0.9622-digits-ASKCFuse-resnet-8-c-1-s-1-best.params
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+from dataclasses import dataclass
+
+import mxnet as mx
+
+__all__ = ['Target', 'resolve', 'evaluate_checkpoint', 'main']
+
+
+@dataclass
+class Target:
+    """What to evaluate: how to build the net, where the weights are, what to compare with."""
+    net_class: str
+    kwargs: dict
+    params: str | bool        # a path, or True for the released file of ``zoo_name``
+    dataset: str
+    labels: str = 'fine'
+    input_size: int = 32
+    zoo_name: str | None = None
+    reference: str = ''       # published or logged value, in words
+    reference_acc: float | None = None
+
+
+def _from_zoo(name, params=True):
+    from .zoo import model_info
+    info = model_info(name)
+    reference_acc = None
+    if info.release:
+        value = info.release.value
+        reference_acc = value if info.release.metric == 'top1_acc' else 1 - value
+    return Target(info.builder.__name__, dict(info.args), params, info.dataset, info.labels,
+                  info.input_size, name, f'published: {info.published}', reference_acc)
+
+
+def _release_named(path):
+    from .zoo import MODELS
+    base = os.path.basename(path)
+    return next((n for n, i in MODELS.items() if i.release and
+                 os.path.basename(i.release.path) == base), None)
+
+
+def _training_record(path):
+    """The checkpoint JSON written beside ``path`` by the training scripts, if any."""
+    directory = os.path.dirname(os.path.abspath(path))
+    for pointer in sorted(glob.glob(os.path.join(directory, '*-checkpoint.json'))):
+        with open(pointer) as handle:
+            record = json.load(handle)
+        if record.get('model') and record['model'] in os.path.basename(path) and 'net' in record:
+            return record
+    return None
+
+
+def _logged_accuracy(record, path):
+    """The validation accuracy the run logged for these weights."""
+    history = record.get('history', [])
+    base = os.path.basename(path)
+    if base.endswith('-best.params'):
+        best = max(history, key=lambda r: r['val_acc'])
+        return best['val_acc']
+    if '-epoch' in base:
+        epoch = int(base.rsplit('-epoch', 1)[1].split('.')[0])
+        return next(r['val_acc'] for r in history if r['epoch'] == epoch)
+    return history[-1]['val_acc'] if history else None
+
+
+def resolve(name_or_path):
+    """A zoo name, a released file, or a training checkpoint -> :class:`Target`."""
+    if not os.path.exists(os.path.expanduser(name_or_path)):
+        return _from_zoo(name_or_path)
+    path = os.path.expanduser(name_or_path)
+    zoo_name = _release_named(path)
+    if zoo_name:
+        return _from_zoo(zoo_name, params=path)
+    record = _training_record(path)
+    if record is None:
+        raise ValueError(f'cannot tell the architecture of {path}: give a zoo name, a released '
+                         f'file, or keep the training run\'s *-checkpoint.json beside it')
+    accuracy = _logged_accuracy(record, path)
+    return Target(record['net']['class'], record['net']['kwargs'], path, record['dataset'],
+                  record.get('labels', 'fine'), record.get('input_size', 32),
+                  reference=f'logged by training: val={accuracy:.6f} '
+                            f'(BN: {record.get("bn_statistics", "running statistics")})',
+                  reference_acc=accuracy)
+
+
+def build(target, ctx):
+    from . import models
+    from .store import load_checkpoint
+    from .zoo import get_model
+    if target.zoo_name:
+        return get_model(target.zoo_name, pretrained=target.params, ctx=ctx)
+    net = getattr(models, target.net_class)(**target.kwargs)
+    load_checkpoint(net, target.params, ctx=ctx)
+    return net
+
+
+def val_loader(opt, target):
+    """Validation (and, for precise BN, training) batches of the target's dataset."""
+    from mxnet import gluon
+    from .data import cifar, digits, imagenet
+    dataset = opt.dataset or target.dataset
+    labels = opt.labels or target.labels
+    if dataset == 'imagenet':
+        size = opt.input_size or target.input_size
+        if opt.synthetic:
+            return imagenet.synthetic_loaders(opt.batch_size, size, target.kwargs.get('classes',
+                                                                                     1000))
+        if opt.use_rec:
+            return imagenet.rec_loaders(opt.rec_train, opt.rec_train_idx, opt.rec_val,
+                                        opt.rec_val_idx, opt.batch_size, size)
+        return imagenet.folder_loaders(os.path.expanduser(opt.data_dir), opt.batch_size, size)
+    if dataset == 'digits':
+        sets = [digits.Digits(train=t).transform_first(digits.digits_transforms(False))
+                for t in (True, False)]
+    else:
+        sets = [cifar.CIFAR(dataset, opt.data_dir, train=t, labels=labels)
+                .transform_first(cifar.cifar_transforms(False)) for t in (True, False)]
+    return tuple(gluon.data.DataLoader(s, batch_size=opt.batch_size, shuffle=False)
+                 for s in sets)
+
+
+def evaluate_checkpoint(opt):
+    """Evaluate as the command line says; returns a dict of the results."""
+    from .batchnorm import precise_bn
+    from .engine import evaluate
+    target = resolve(opt.target)
+    ctx = mx.gpu(0) if opt.gpu else mx.cpu()
+    net = build(target, ctx)
+    net.hybridize(static_alloc=True)
+    train, val = val_loader(opt, target)
+    statistics = 'running statistics stored in the checkpoint'
+    if opt.precise_bn:
+        precise_bn(net, train, num_batches=opt.precise_bn, ctx=ctx)
+        statistics = f'precise BN over {opt.precise_bn} training batches'
+    result = evaluate(net, val, [ctx])
+    return dict(result, target=opt.target, dataset=opt.dataset or target.dataset,
+                labels=opt.labels or target.labels, bn_statistics=statistics,
+                reference=target.reference, reference_acc=target.reference_acc)
+
+
+def report(result):
+    top5 = result['val_top5']
+    lines = [f'checkpoint:    {result["target"]}',
+             f'data:          {result["dataset"]} ({result["labels"]} labels), validation split',
+             f'BatchNorm:     {result["bn_statistics"]}',
+             f'top-1 acc:     {result["val_acc"]:.4f}   (top-1 err {1 - result["val_acc"]:.4f})',
+             f'top-5 acc:     {top5:.4f}' if top5 is not None else 'top-5 acc:     n/a',
+             f'loss:          {result["val_loss"]:.4f}',
+             f'compare with:  {result["reference"] or "nothing recorded"}']
+    return '\n'.join(lines)
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog='python -m openaff.evaluate', description=__doc__.split('\n')[0])
+    p.add_argument('target', help='zoo name, released .params file, or training checkpoint')
+    p.add_argument('--dataset', choices=('cifar10', 'cifar100', 'digits', 'imagenet'))
+    p.add_argument('--labels', choices=('fine', 'coarse'))
+    p.add_argument('--data-dir', default=None)
+    p.add_argument('--use-rec', action='store_true')
+    p.add_argument('--rec-train', default='~/.mxnet/datasets/imagenet/rec/train.rec')
+    p.add_argument('--rec-train-idx', default='~/.mxnet/datasets/imagenet/rec/train.idx')
+    p.add_argument('--rec-val', default='~/.mxnet/datasets/imagenet/rec/val.rec')
+    p.add_argument('--rec-val-idx', default='~/.mxnet/datasets/imagenet/rec/val.idx')
+    p.add_argument('--synthetic', action='store_true')
+    p.add_argument('--input-size', type=int, default=None)
+    p.add_argument('--batch-size', type=int, default=100)
+    p.add_argument('--precise-bn', type=int, default=0, metavar='N',
+                   help='re-estimate BatchNorm statistics over N training batches first')
+    p.add_argument('--gpu', action='store_true')
+    p.add_argument('--json', default=None, help='also write the results to this file')
+    return p
+
+
+def main(argv=None):
+    from .data.errors import DatasetNotFoundError
+    from .store import CheckpointError
+    opt = build_parser().parse_args(argv)
+    try:
+        result = evaluate_checkpoint(opt)
+    except (ValueError, FileNotFoundError, DatasetNotFoundError, CheckpointError, OSError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    print(report(result))
+    if opt.json:
+        with open(opt.json, 'w') as handle:
+            json.dump(result, handle, indent=1)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
