@@ -45,6 +45,12 @@ class CheckpointManager:
         self.keep = keep
         self.save_period = save_period
         os.makedirs(self.save_dir, exist_ok=True)
+        self._remove_stale_temporaries()
+
+    def _remove_stale_temporaries(self):
+        """Half-written files of a killed run (never the checkpoint files themselves)."""
+        for path in glob.glob(os.path.join(self.save_dir, f'.{self.model_name}*.tmp-*')):
+            os.remove(path)
 
     @property
     def pointer(self):

@@ -159,12 +159,12 @@ def main(argv=None):
     if opt.bn_branch_momentum is not None:
         set_bn_momentum(net, opt.bn_branch_momentum)
     opt.seed = resolve_seed(opt.seed)
-    log_file = os.path.join(opt.logging_dir, f'train_{model_name}.log') if opt.logging_dir else None
-    log = start_log(opt, log_file)
     try:
         train_loader, val_loader, classes = loaders(opt, opt.batch_size * len(contexts))
     except (DatasetNotFoundError, ValueError) as err:
         return fail(str(err))
+    log_file = os.path.join(opt.logging_dir, f'train_{model_name}.log') if opt.logging_dir else None
+    log = start_log(opt, log_file)
     net.initialize(mx.init.Xavier(), ctx=contexts)
     engine = Engine(net, recipe_of(opt, opt.seed), contexts, train_loader, val_loader, classes,
                     model_name, opt.save_dir or '.', plot_dir=opt.save_plot_dir,

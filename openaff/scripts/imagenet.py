@@ -159,16 +159,18 @@ def main(argv=None):
         from .cifar import summarize_and_exit
         return summarize_and_exit(net, opt.input_size)
     opt.seed = resolve_seed(opt.seed)
-    log = start_log(opt, opt.logging_file)
-    if opt.dtype != 'float32' and all(c.device_type == 'cpu' for c in contexts):
-        log.info('--dtype %s needs a GPU (mxnet 1.9.1 has no float16 GEMM on the CPU): '
-                 'training in float32', opt.dtype)
+    cpu_only_float16 = opt.dtype != 'float32' and all(c.device_type == 'cpu' for c in contexts)
+    if cpu_only_float16:
         opt.dtype = 'float32'
     try:
         train_loader, val_loader = loaders(opt, opt.batch_size * len(contexts))
         prepare_net(opt, net, contexts)
     except (DatasetNotFoundError, FileNotFoundError, ValueError) as err:
         return fail(str(err))
+    log = start_log(opt, opt.logging_file)
+    if cpu_only_float16:
+        log.info('float16 needs a GPU (mxnet 1.9.1 has no float16 GEMM on the CPU): '
+                 'training in float32')
     engine = Engine(net, recipe_of(opt, opt.seed), contexts, train_loader, val_loader,
                     opt.classes, f'imagenet-{model_name}', opt.save_dir or '.',
                     plot_dir=opt.save_plot_dir, teacher=teacher_of(opt, contexts),

@@ -1,0 +1,201 @@
+"""The training scripts end to end on tiny data in the official formats, offline: one epoch
+per format, clear errors, crash-safe resume, reproducibility, evaluation of what was saved."""
+import glob
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+from openaff.data.cifar import write_cifar
+from openaff.data.imagenet import make_rec
+from openaff.scripts import cifar as train_cifar
+from openaff.scripts import imagenet as train_imagenet
+from conftest import REPO
+
+TINY_NET = ['--blocks', '1', '--channel-times', '1', '-j', '0', '--seed', '7']
+
+
+def tiny_images(n, classes, seed):
+    rng = np.random.RandomState(seed)
+    labels = rng.randint(0, classes, size=n)
+    # class-dependent brightness so there is something to learn
+    images = (rng.randint(0, 60, size=(n, 32, 32, 3)) + labels[:, None, None, None] * 190 //
+              max(1, classes - 1)).clip(0, 255).astype(np.uint8)
+    return images, labels.astype(np.int32)
+
+
+def write_tiny_cifar(root, name, fmt, archive=False, n_train=64, n_test=32):
+    classes = 10 if name == 'cifar10' else 100
+    images, labels = tiny_images(n_train, classes, 0)
+    test_images, test_labels = tiny_images(n_test, classes, 1)
+    write_cifar(root, name, fmt, images, labels, archive=archive, test_images=test_images,
+                test_labels=test_labels)
+    return root
+
+
+def run_dir_args(path):
+    return ['--save-dir', str(path), '--logging-dir', str(path), '--save-plot-dir', str(path)]
+
+
+@pytest.mark.parametrize('name, fmt, archive', [
+    ('cifar100', 'python', False), ('cifar100', 'binary', False), ('cifar10', 'binary', False),
+    ('cifar10', 'python', True), ('cifar100', 'binary', True)])
+def test_train_cifar_one_epoch_on_official_formats(tmp_path, name, fmt, archive):
+    data = write_tiny_cifar(tmp_path / 'data', name, fmt, archive)
+    out = tmp_path / 'run'
+    code = train_cifar.main(['--dataset', name, '--data-dir', str(data), '--num-epochs', '1',
+                             '--batch-size', '16', *TINY_NET, *run_dir_args(out)])
+    assert code == 0
+    log = next(out.glob('train_*.log')).read_text()
+    assert log.startswith('Namespace(') and '[Epoch 0] train=' in log and ' lr: ' in log
+    assert list(out.glob('*-best.params')) and list(out.glob('*_history.png'))
+    record = json.loads(next(out.glob('*-checkpoint.json')).read_text())
+    assert record['epoch'] == 0 and record['net']['class'] == 'CIFARAFFResNet'
+
+
+def test_coarse_labels_and_the_full_recipe_run(tmp_path):
+    data = write_tiny_cifar(tmp_path / 'data', 'cifar100', 'python')
+    code = train_cifar.main(['--dataset', 'cifar100', '--data-dir', str(data), '--labels',
+                             'coarse', '--num-epochs', '2', '--batch-size', '16', '--mixup',
+                             '--label-smoothing', '--cosine', '--no-wd', '--warmup-epochs', '1',
+                             '--mixup-off-epoch', '1', '--auto_aug', '--precise-bn', '2',
+                             *TINY_NET, *run_dir_args(tmp_path / 'run')])
+    assert code == 0
+    log = next((tmp_path / 'run').glob('train_*.log')).read_text()
+    assert 'precise BN' in log and log.count('[Epoch ') == 2
+
+
+def test_train_imagenet_one_epoch_from_rec_files(tmp_path):
+    rng = np.random.RandomState(0)
+    for split, n in (('train', 16), ('val', 8)):
+        images = rng.randint(0, 255, size=(n, 40, 40, 3)).astype(np.uint8)
+        make_rec(str(tmp_path / split), images, rng.randint(0, 4, size=n))
+    code = train_imagenet.main([
+        '--use-rec', '--rec-train', str(tmp_path / 'train.rec'), '--rec-train-idx',
+        str(tmp_path / 'train.idx'), '--rec-val', str(tmp_path / 'val.rec'), '--rec-val-idx',
+        str(tmp_path / 'val.idx'), '--num-gpus', '0', '--input-size', '32', '--batch-size', '4',
+        '--classes', '4', '--num-epochs', '1', '-j', '1', '--num-layer', '50', '--seed', '1',
+        '--save-dir', str(tmp_path / 'run'), '--logging-file', str(tmp_path / 'run' / 'log.txt'),
+        '--mixup', '--label-smoothing', '--no-wd', '--warmup-epochs', '1'])
+    assert code == 0
+    log = (tmp_path / 'run' / 'log.txt').read_text()
+    assert '[Epoch 0] validation: err-top1=' in log and 'float32' in log
+    assert glob.glob(str(tmp_path / 'run' / '*-imagenet-ImageNet-ASKCFuse-resnet--50-s-3-0-best.params'))
+
+
+def test_missing_dataset_is_one_line_and_never_downloads(tmp_path, capsys, monkeypatch):
+    def no_download(*args, **kwargs):
+        raise AssertionError('tried to download')
+    monkeypatch.setattr(mx.gluon.data.vision, 'CIFAR100', no_download)
+    monkeypatch.setattr(mx.gluon.data.vision, 'CIFAR10', no_download)
+    (tmp_path / 'empty').mkdir()
+    code = train_cifar.main(['--dataset', 'cifar100', '--data-dir', str(tmp_path / 'empty'),
+                             *TINY_NET, *run_dir_args(tmp_path / 'run')])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith('error: ') and 'cifar-100' in err[-1].lower()
+    assert 'Traceback' not in '\n'.join(err)
+    code = train_imagenet.main(['--use-rec', '--rec-train', str(tmp_path / 'none.rec'),
+                                '--num-gpus', '0', '--logging-file', str(tmp_path / 'l.txt')])
+    assert code == 2 and capsys.readouterr().err.strip().startswith('error: ')
+
+
+def test_evaluation_reproduces_the_logged_accuracy(tmp_path):
+    from openaff import evaluate
+    data = write_tiny_cifar(tmp_path / 'data', 'cifar10', 'binary')
+    out = tmp_path / 'run'
+    assert train_cifar.main(['--dataset', 'cifar10', '--data-dir', str(data), '--num-epochs',
+                             '2', '--batch-size', '16', *TINY_NET, *run_dir_args(out)]) == 0
+    best = next(out.glob('*-best.params'))
+    opt = evaluate.build_parser().parse_args([str(best), '--data-dir', str(data)])
+    result = evaluate.evaluate_checkpoint(opt)
+    assert result['reference_acc'] is not None
+    assert abs(result['val_acc'] - result['reference_acc']) < 1e-9
+    assert abs(result['val_acc'] - float(best.name.split('-')[0])) < 1e-4
+
+
+# ---------------------------------------------------------------- crash safety
+def cli(data, out, epochs, *extra):
+    return [sys.executable, str(REPO / 'train_cifar.py'), '--dataset', 'cifar10', '--data-dir',
+            str(data), '--num-epochs', str(epochs), '--batch-size', '32', '--mode', 'hybrid',
+            *TINY_NET, *run_dir_args(out), *extra]
+
+
+def wait_for_epoch(pointer, epoch, process, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pointer.exists():
+            try:
+                if json.loads(pointer.read_text())['epoch'] >= epoch:
+                    return
+            except (ValueError, KeyError):
+                pass  # cannot happen with atomic writes; keep polling rather than crash
+        assert process.poll() is None, 'the training process ended early'
+        time.sleep(0.05)
+    raise TimeoutError('no checkpoint appeared')
+
+
+def assert_every_file_is_readable(directory):
+    for path in glob.glob(os.path.join(directory, '*.params')):
+        assert isinstance(mx.nd.load(path), dict)
+    for path in glob.glob(os.path.join(directory, '*.states')):
+        with open(path, 'rb') as handle:
+            pickle.loads(handle.read())
+    for path in glob.glob(os.path.join(directory, '*.json')):
+        with open(path) as handle:
+            json.load(handle)
+
+
+def final_weights(directory):
+    return mx.nd.load(next(iter(glob.glob(os.path.join(directory, '*-final.params')))))
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
+    data = write_tiny_cifar(tmp_path / 'data', 'cifar10', 'binary', n_train=128, n_test=32)
+    epochs = 5
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    subprocess.run(cli(data, tmp_path / 'straight', epochs), check=True, env=env,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    killed = tmp_path / 'killed'
+    process = subprocess.Popen(cli(data, killed, epochs), env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    pointer = killed / 'cifar10-ASKCFuse-resnet-8-c-1-s-1-checkpoint.json'
+    wait_for_epoch(pointer, 1, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    interrupted_at = json.loads(pointer.read_text())['epoch']
+    assert interrupted_at < epochs - 1, 'the run finished before it could be killed'
+    assert_every_file_is_readable(killed)
+
+    resumed = subprocess.run(cli(data, killed, epochs, '--resume-from', 'latest'), env=env,
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f'continuing at epoch {interrupted_at + 1}' in resumed.stderr
+    assert json.loads(pointer.read_text())['epoch'] == epochs - 1
+    assert_every_file_is_readable(killed)
+    log = next(killed.glob('train_*.log')).read_text()
+    assert f'[Epoch {epochs - 1}]' in log
+
+    # same data order, augmentation and optimizer state: only oneDNN's float32 reductions
+    # differ (about 1e-5); a resume that lost any state would differ by orders more
+    straight, again = final_weights(tmp_path / 'straight'), final_weights(killed)
+    assert straight.keys() == again.keys()
+    for key in straight:
+        expected = straight[key].asnumpy()
+        scale = max(1.0, float(np.abs(expected).max()))
+        np.testing.assert_allclose(again[key].asnumpy(), expected, rtol=1e-3, atol=1e-4 * scale,
+                                   err_msg=key)
+
+
+def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path, capsys):
+    data = write_tiny_cifar(tmp_path / 'data', 'cifar10', 'binary')
+    code = train_cifar.main(['--dataset', 'cifar10', '--data-dir', str(data), '--resume-from',
+                             'latest', *TINY_NET, *run_dir_args(tmp_path / 'run')])
+    assert code == 2 and 'no checkpoint' in capsys.readouterr().err
