@@ -1,0 +1,111 @@
+"""Engine pieces: schedules, targets, atomic checkpoints, log parsing and plots."""
+import json
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+from openaff.engine import CheckpointManager, History, atomic_save, make_lr_scheduler, parse_log
+from openaff.engine.schedule import decay_epochs
+from openaff.engine.targets import draw_mixup_lambda, mixup_batch, new_rng, soft_targets
+from openaff.plotlog import main as plotlog
+from conftest import SHARED
+
+LOGS = sorted((SHARED / 'reference' / 'original_logs').glob('*.log'))
+
+
+def test_warmup_then_cosine_reaches_the_values_of_the_original_log():
+    # the released AFF-ResNeXt-47 cosine log: lr 0.010005 after epoch 0, 0.020010 after epoch 1
+    # (warm-up of 20 epochs to 0.2, batches of 128 x 4 GPUs over 50000 images)
+    iters = 50000 // 512
+    schedule = make_lr_scheduler("cosine", 0.2, 640, iters, warmup_epochs=20)
+    assert schedule(iters) == pytest.approx(0.010005, abs=1e-6)
+    assert schedule(2 * iters) == pytest.approx(0.020010, abs=1e-6)
+    assert schedule(20 * iters) == pytest.approx(0.2, abs=1e-3)
+    assert schedule(640 * iters) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_step_schedule_decays_at_the_given_epochs():
+    schedule = make_lr_scheduler('step', 0.2, 20, 10, step_epochs=[5, 10])
+    assert [round(schedule(e * 10), 6) for e in (0, 4, 5, 9, 10, 19)] == \
+        [0.2, 0.2, 0.02, 0.02, 0.002, 0.002]
+    assert decay_epochs(100, '30,60') == [30, 60]
+    assert decay_epochs(100, '30,60', lr_decay_period=40) == [40, 80]
+    with pytest.raises(ValueError, match='unknown lr mode'):
+        make_lr_scheduler('exp', 0.1, 1, 1)
+
+
+def test_label_smoothing_and_mixup_targets():
+    labels = mx.nd.array([0, 2])
+    smooth = soft_targets(labels, 4, eta=0.1).asnumpy()
+    np.testing.assert_allclose(smooth[0], [0.925, 0.025, 0.025, 0.025])
+    data = mx.nd.array([[1.0], [3.0]])
+    mixed, targets = mixup_batch(data, labels, 4, lam=0.75)
+    np.testing.assert_allclose(mixed.asnumpy().ravel(), [1.5, 2.5])
+    np.testing.assert_allclose(targets.asnumpy()[0], [0.75, 0, 0.25, 0])
+    assert draw_mixup_lambda(new_rng(0, 0), 1.0, active=False) == 1.0
+    assert draw_mixup_lambda(new_rng(3, 5), 1.0, True) == draw_mixup_lambda(new_rng(3, 5), 1.0, True)
+
+
+def test_atomic_save_never_leaves_a_partial_file(tmp_path):
+    target = tmp_path / 'x.params'
+    atomic_save(str(target), lambda p: open(p, 'w').write('old'))
+
+    def crash(path):
+        with open(path, 'w') as handle:
+            handle.write('half')
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_save(str(target), crash)
+    assert target.read_text() == 'old' and [p.name for p in tmp_path.iterdir()] == ['x.params']
+
+
+def test_checkpoint_manager_keeps_recent_and_periodic_sets(tmp_path):
+    net = mx.gluon.nn.Dense(2, in_units=3)
+    net.initialize()
+    trainer = mx.gluon.Trainer(net.collect_params(), 'sgd', {'learning_rate': 0.1})
+    manager = CheckpointManager(tmp_path, 'm', keep=2, save_period=3)
+    for epoch in range(7):
+        manager.save(net, trainer, epoch, {'seed': 1})
+    kept = sorted(p.name for p in tmp_path.glob('m-epoch*.params'))
+    assert kept == ['m-epoch0002.params', 'm-epoch0005.params', 'm-epoch0006.params']
+    latest = manager.latest()
+    assert latest['epoch'] == 6 and latest['params'].endswith('m-epoch0006.params')
+    assert manager.find('latest') == latest
+    best = manager.save_best(net, 0.1234, epoch=3)
+    assert best.endswith('0.1234-m-3-best.params')
+    with pytest.raises(FileNotFoundError):
+        CheckpointManager(tmp_path / 'empty', 'm').find('latest')
+
+
+@pytest.mark.skipif(not LOGS, reason='no original logs in ../shared/reference')
+@pytest.mark.parametrize('log', LOGS, ids=[p.name[:40] for p in LOGS])
+def test_original_logs_parse(log):
+    curve = parse_log(log)
+    assert len(curve) >= 100 and all(0 <= v <= 1 for v in curve.values())
+
+
+def test_parse_log_reads_both_formats(tmp_path):
+    cifar = tmp_path / 'c.log'
+    cifar.write_text('Namespace(a=1)\n[Epoch 0] train=0.1 val=0.5 loss=2 lr: 0.1 time: 1\n'
+                     '[Epoch 1] train=0.1 val=0.6 loss=2 lr: 0.1 time: 1\n')
+    imagenet = tmp_path / 'i.log'
+    imagenet.write_text('[Epoch 0] validation: err-top1=0.900000 err-top5=0.7\n')
+    assert parse_log(cifar) == {0: 0.5, 1: 0.6}
+    assert parse_log(imagenet) == {0: pytest.approx(0.1)}
+
+
+def test_history_plot_and_plotlog_write_pngs(tmp_path):
+    history = History()
+    for epoch in range(3):
+        history.add(epoch=epoch, train_acc=0.5 + 0.1 * epoch, val_acc=0.4 + 0.1 * epoch)
+    log = tmp_path / 'run.log'
+    log.write_text(''.join(f'[Epoch {e}] train=0.1 val={0.4 + 0.1 * e} loss=1 lr: 0.1 time: 1\n'
+                           for e in range(3)))
+    png = history.plot(str(tmp_path / 'h.png'), compare_log=str(log))
+    assert open(png, 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
+    assert plotlog([str(log), '-o', str(tmp_path / 'c.png')]) == 0
+    assert (tmp_path / 'c.png').stat().st_size > 1000
+    (tmp_path / 'empty.log').write_text('nothing\n')
+    assert plotlog([str(tmp_path / 'empty.log'), '-o', str(tmp_path / 'd.png')]) == 2
