@@ -19,6 +19,7 @@ Paper names: ``MS-CAM`` is ``M(X) = sigmoid(L(X) + G(X))`` (Sec. 3.2), ``AFF`` i
 from __future__ import annotations
 
 import inspect
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -26,8 +27,8 @@ from mxnet.gluon import nn
 from mxnet.gluon.block import HybridBlock
 
 __all__ = [
-    'AttentionalFusion', 'Stage', 'context_branch', 'get_fusion', 'list_fusions', 'MSCAM', 'AFF',
-    'iAFF',
+    'AttentionalFusion', 'Stage', 'context_branch', 'get_fusion', 'list_fusions', 'implementation',
+    'MSCAM', 'AFF', 'iAFF',
 ]
 
 
@@ -61,23 +62,60 @@ def concat_channels(F, a, b):
     return F.reshape(F.stack(a, b, axis=1), shape=(0, -3, -2))
 
 
-def _select(F, x, y, w, scale):
-    """Soft selection ``scale * (x*w + y*(1-w))``, evaluated as the original does."""
+_IMPLEMENTATION = ['fast']
+
+
+@contextmanager
+def implementation(name):
+    """Build graphs (first forward after ``hybridize``, or every imperative call) with the
+    ``'fast'`` fusion algebra (default) or the original ``'reference'`` one, e.g. to measure
+    what the fast one gains. Both agree to float32 round-off."""
+    if name not in ('fast', 'reference'):
+        raise ValueError(f"implementation must be 'fast' or 'reference', got {name!r}")
+    previous = _IMPLEMENTATION[0]
+    _IMPLEMENTATION[0] = name
+    try:
+        yield
+    finally:
+        _IMPLEMENTATION[0] = previous
+
+
+def _fast():
+    return _IMPLEMENTATION[0] == 'fast'
+
+
+def _sigmoid(F, z):
+    # Activation(sigmoid) runs as a oneDNN eltwise op; the plain sigmoid op is several times
+    # slower on CPU
+    return F.Activation(z, act_type='sigmoid') if _fast() else F.sigmoid(z)
+
+
+def _gate(F, w, x, full):
+    """``w * x`` where ``w`` has x's shape (``full``) or is a (N, C, 1, 1) map."""
+    return F.elemwise_mul(w, x) if full and _fast() else F.broadcast_mul(w, x)
+
+
+def _select(F, x, y, w, scale, full=False):
+    """Soft selection ``scale * (x*w + y*(1-w))``. The fast form ``scale * (y + w*(x-y))``
+    makes three passes over the maps instead of six."""
+    if _fast():
+        blend = y + _gate(F, w, x - y, full)
+        return blend if scale == 1 else scale * blend
     if scale == 1:
         return F.broadcast_mul(x, w) + F.broadcast_mul(y, 1 - w)
     return scale * F.broadcast_mul(x, w) + scale * F.broadcast_mul(y, 1 - w)
 
 
-def _x_plus_gated_y(F, x, y, w, scale):
-    return F.broadcast_mul(w, y) + x
+def _x_plus_gated_y(F, x, y, w, scale, full=False):
+    return _gate(F, w, y, full) + x
 
 
-def _y_plus_gated_x(F, x, y, w, scale):
-    return y + F.broadcast_mul(w, x)
+def _y_plus_gated_x(F, x, y, w, scale, full=False):
+    return y + _gate(F, w, x, full)
 
 
-def _gated_sum(F, x, y, w, scale):
-    return F.broadcast_mul(w, x + y)
+def _gated_sum(F, x, y, w, scale, full=False):
+    return _gate(F, w, x + y, full)
 
 
 COMBINE_RULES = {
@@ -131,6 +169,8 @@ class AttentionalFusion(HybridBlock):
         self._source = source
         self._pre = pre
         self._return_weight = return_weight
+        # a stage with a full-resolution branch gives full-size weights: no broadcasting needed
+        self._full_size = {name: not spec.get('pooled', False) for name, spec in branches}
         with self.name_scope():
             for name, spec in branches:
                 setattr(self, name, context_branch(name, **spec))
@@ -153,7 +193,10 @@ class AttentionalFusion(HybridBlock):
                 merged = F.broadcast_add(merged, feature)
         if stage.post:
             merged = getattr(self, stage.post)(merged)
-        return F.sigmoid(merged)
+        return _sigmoid(F, merged)
+
+    def _full(self, stage):
+        return any(self._full_size[b] for b in stage.branches)
 
     def hybrid_forward(self, F, x, residual):
         source = self._attention_source(F, x, residual)
@@ -161,7 +204,8 @@ class AttentionalFusion(HybridBlock):
             source = getattr(self, self._pre)(source)
         for stage in self._stages:
             weight = self._weight(F, stage, source)
-            source = COMBINE_RULES[stage.rule](F, x, residual, weight, stage.scale)
+            source = COMBINE_RULES[stage.rule](F, x, residual, weight, stage.scale,
+                                               self._full(stage))
         return weight if self._return_weight else source
 
 
@@ -431,11 +475,12 @@ class RASKCFuse(AttentionalFusion):
         super().__init__(_ms_cam(channels, 4) + _ms_cam(channels, 4, suffix='2'), [])
 
     def hybrid_forward(self, F, x, residual):
-        local, glob = self.local_att(x + residual), self.global_att(x + residual)
+        summed = x + residual
+        local, glob = self.local_att(summed), self.global_att(summed)
         context = F.broadcast_add(local, glob)
-        choice = F.sigmoid(F.broadcast_add(self.local_att2(context), self.global_att2(context)))
+        choice = _sigmoid(F, F.broadcast_add(self.local_att2(context), self.global_att2(context)))
         mixed = F.broadcast_add(F.broadcast_mul(local, choice), F.broadcast_mul(glob, 1 - choice))
-        return _select(F, x, residual, F.sigmoid(mixed), 1)
+        return _select(F, x, residual, _sigmoid(F, mixed), 1, full=True)
 
 
 class ConcatFuse(HybridBlock):

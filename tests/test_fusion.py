@@ -143,3 +143,19 @@ def test_two_concat_askc_runs_where_the_original_failed():
     assert out.shape == (2, CHANNELS, 8, 8)
     keys = list(block._collect_params_with_prefix())
     assert keys[0] == 'pre_att.0.weight' and keys[-1] == 'post_att.1.running_var'
+
+
+@pytest.mark.parametrize('name', LEARNABLE)
+def test_fast_algebra_matches_the_reference(name):
+    x, y = random_input(2, CHANNELS, 5, 5), random_input(2, CHANNELS, 5, 5)
+    block = build(name)
+    fast = block(x, y).asnumpy()
+    with fusion.implementation('reference'):
+        reference = block(x, y).asnumpy()
+        block.hybridize()
+        reference_hybrid = block(x, y).asnumpy()
+    np.testing.assert_allclose(fast, reference, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(reference_hybrid, reference, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError):
+        with fusion.implementation('slow'):
+            pass

@@ -66,6 +66,8 @@ def build_parser():
     add('--bn-branch-momentum', type=float, default=None,
         help='running-statistics momentum of the fusion branches\' BatchNorms (default 0.9)')
     add('--compare-log', default=None, help='an original log to draw in the history plot')
+    add('--frozen-input-stats', action='store_true',
+        help="the original's behaviour: the input BatchNorm's running statistics stay 0/1")
     return p
 
 
@@ -90,6 +92,7 @@ def net_spec(opt, classes):
             raise ValueError('--model resnext needs --channel-times 4 or 8')
         return (CIFARAFFResNeXt, dict(common, cardinality=cardinality, bottleneck_width=4),
                 model_name_of(opt, layers, cardinality))
+    common['track_input_stats'] = not opt.frozen_input_stats
     return CIFARAFFResNet, common, model_name_of(opt, layers, cardinality)
 
 
