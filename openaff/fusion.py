@@ -92,14 +92,16 @@ def _sigmoid(F, z):
 
 def _gate(F, w, x, full):
     """``w * x`` where ``w`` has x's shape (``full``) or is a (N, C, 1, 1) map."""
-    return F.elemwise_mul(w, x) if full and _fast() else F.broadcast_mul(w, x)
+    return F.broadcast_mul(w, x)
 
 
 def _select(F, x, y, w, scale, full=False):
     """Soft selection ``scale * (x*w + y*(1-w))``. The fast form ``scale * (y + w*(x-y))``
-    makes three passes over the maps instead of six."""
+    makes three passes over the maps instead of six, all with plain-layout operators: an
+    oneDNN ``elemwise_add`` in the middle would hand the next operator a blocked-layout array
+    to reorder again."""
     if _fast():
-        blend = y + _gate(F, w, x - y, full)
+        blend = F.broadcast_add(y, F.broadcast_mul(w, F.broadcast_sub(x, y)))
         return blend if scale == 1 else scale * blend
     if scale == 1:
         return F.broadcast_mul(x, w) + F.broadcast_mul(y, 1 - w)
