@@ -90,12 +90,7 @@ def _sigmoid(F, z):
     return F.Activation(z, act_type='sigmoid') if _fast() else F.sigmoid(z)
 
 
-def _gate(F, w, x, full):
-    """``w * x`` where ``w`` has x's shape (``full``) or is a (N, C, 1, 1) map."""
-    return F.broadcast_mul(w, x)
-
-
-def _select(F, x, y, w, scale, full=False):
+def _select(F, x, y, w, scale):
     """Soft selection ``scale * (x*w + y*(1-w))``. The fast form ``scale * (y + w*(x-y))``
     makes three passes over the maps instead of six, all with plain-layout operators: an
     oneDNN ``elemwise_add`` in the middle would hand the next operator a blocked-layout array
@@ -108,16 +103,16 @@ def _select(F, x, y, w, scale, full=False):
     return scale * F.broadcast_mul(x, w) + scale * F.broadcast_mul(y, 1 - w)
 
 
-def _x_plus_gated_y(F, x, y, w, scale, full=False):
-    return _gate(F, w, y, full) + x
+def _x_plus_gated_y(F, x, y, w, scale):
+    return F.broadcast_mul(w, y) + x
 
 
-def _y_plus_gated_x(F, x, y, w, scale, full=False):
-    return y + _gate(F, w, x, full)
+def _y_plus_gated_x(F, x, y, w, scale):
+    return y + F.broadcast_mul(w, x)
 
 
-def _gated_sum(F, x, y, w, scale, full=False):
-    return _gate(F, w, x + y, full)
+def _gated_sum(F, x, y, w, scale):
+    return F.broadcast_mul(w, x + y)
 
 
 COMBINE_RULES = {
@@ -171,8 +166,6 @@ class AttentionalFusion(HybridBlock):
         self._source = source
         self._pre = pre
         self._return_weight = return_weight
-        # a stage with a full-resolution branch gives full-size weights: no broadcasting needed
-        self._full_size = {name: not spec.get('pooled', False) for name, spec in branches}
         with self.name_scope():
             for name, spec in branches:
                 setattr(self, name, context_branch(name, **spec))
@@ -197,17 +190,13 @@ class AttentionalFusion(HybridBlock):
             merged = getattr(self, stage.post)(merged)
         return _sigmoid(F, merged)
 
-    def _full(self, stage):
-        return any(self._full_size[b] for b in stage.branches)
-
     def hybrid_forward(self, F, x, residual):
         source = self._attention_source(F, x, residual)
         if self._pre:
             source = getattr(self, self._pre)(source)
         for stage in self._stages:
             weight = self._weight(F, stage, source)
-            source = COMBINE_RULES[stage.rule](F, x, residual, weight, stage.scale,
-                                               self._full(stage))
+            source = COMBINE_RULES[stage.rule](F, x, residual, weight, stage.scale)
         return weight if self._return_weight else source
 
 
@@ -482,7 +471,7 @@ class RASKCFuse(AttentionalFusion):
         context = F.broadcast_add(local, glob)
         choice = _sigmoid(F, F.broadcast_add(self.local_att2(context), self.global_att2(context)))
         mixed = F.broadcast_add(F.broadcast_mul(local, choice), F.broadcast_mul(glob, 1 - choice))
-        return _select(F, x, residual, _sigmoid(F, mixed), 1, full=True)
+        return _select(F, x, residual, _sigmoid(F, mixed), 1)
 
 
 class ConcatFuse(HybridBlock):
