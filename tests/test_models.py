@@ -36,7 +36,11 @@ def test_output_shape(name):
 def test_hybridized_equals_imperative(name):
     net = initialized(name)
     ones_for_gammas(net)
-    assert_hybrid_matches_imperative(net, small_input(name), rtol=1e-4, atol=1e-4)
+    # training mode normalises the global branches' 1x1 maps over the batch: with two samples
+    # their variance can be near zero and round-off decides the sign; eight varied samples
+    # keep the comparison well-conditioned
+    x = small_input(name, batch=8) + 3 * random_input(8, 3, 1, 1)
+    assert_hybrid_matches_imperative(net, x, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize('name', list_models())
