@@ -22,7 +22,7 @@ import json
 import sys
 import warnings
 from dataclasses import asdict, dataclass, field
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 import mxnet as mx
 from mxnet import autograd

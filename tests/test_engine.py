@@ -1,5 +1,4 @@
 """Engine pieces: schedules, targets, atomic checkpoints, log parsing and plots."""
-import json
 
 import mxnet as mx
 import numpy as np

@@ -362,7 +362,6 @@ def test_skip_classifier_initialises_uninitialised_head(tmp_path):
 
 def test_explicit_classifier_prefix(tmp_path):
     _, path, x = _trained(tmp_path, classes=100)
-    dst = make_net(classes=10)
     # skipping the wrong layer leaves the real classifier's conflict
     with pytest.raises(CheckpointMismatchError, match="5.weight"):
         load_checkpoint(make_net(classes=10), path, skip_classifier=True,

@@ -9,7 +9,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import mxnet as mx
 import numpy as np
@@ -53,7 +53,6 @@ class Recipe:
     save_period: int = 10
     temperature: float = 20.0    # distillation
     hard_weight: float = 0.5
-    extra: dict = field(default_factory=dict)
 
     @property
     def smoothing(self):
