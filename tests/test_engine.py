@@ -108,3 +108,42 @@ def test_history_plot_and_plotlog_write_pngs(tmp_path):
     assert (tmp_path / 'c.png').stat().st_size > 1000
     (tmp_path / 'empty.log').write_text('nothing\n')
     assert plotlog([str(tmp_path / 'empty.log'), '-o', str(tmp_path / 'd.png')]) == 2
+
+
+def _tiny_loaders(batch=8, batches=2, classes=4, seed=0):
+    rng = np.random.RandomState(seed)
+    data = [(mx.nd.array(rng.normal(size=(batch, 3, 16, 16)).astype('float32')),
+             mx.nd.array(rng.randint(0, classes, size=batch).astype('float32')))
+            for _ in range(batches)]
+    return data, data[:1]
+
+
+def _tiny_net(classes=4):
+    from openaff.models import CIFARAFFResNet
+    net = CIFARAFFResNet('ASKCFuse', 1, [1, 1, 1], [8, 8, 8, 8], classes, False)
+    return net
+
+
+@pytest.mark.parametrize('contexts', [[mx.cpu(0)], [mx.cpu(0), mx.cpu(1)]], ids=['1ctx', '2ctx'])
+def test_engine_distills_from_a_teacher_on_several_devices(tmp_path, contexts):
+    from openaff.engine import Engine, Recipe
+    train, val = _tiny_loaders()
+    teacher = _tiny_net()
+    teacher.initialize(ctx=contexts)
+    net = _tiny_net()
+    net.initialize(mx.init.Xavier(), ctx=contexts)
+    recipe = Recipe(num_epochs=2, lr=0.05, mixup=True, label_smoothing=True, no_wd=True,
+                    warmup_epochs=1, lr_mode='cosine', seed=3, temperature=4, hard_weight=0.5)
+    engine = Engine(net, recipe, contexts, train, val, 4, 'tiny', str(tmp_path), teacher=teacher)
+    for ctx in contexts:
+        net(train[0][0].as_in_context(ctx))
+    before = net.features[1].weight.data(contexts[0]).asnumpy().copy()
+    records = engine.fit()
+    assert [r['epoch'] for r in records] == [0, 1]
+    assert np.isfinite(records[-1]['train_loss']) and 0 <= records[-1]['val_acc'] <= 1
+    after = [net.features[1].weight.data(c).asnumpy() for c in contexts]
+    assert not np.allclose(after[0], before)
+    for copy in after[1:]:  # every device holds the same weights after each step
+        np.testing.assert_allclose(copy, after[0], rtol=1e-6, atol=1e-7)
+    for param in net.collect_params('.*beta|.*gamma|.*bias').values():
+        assert param.wd_mult == 0.0

@@ -82,7 +82,7 @@ class CIFARAFFResNet(HybridBlock):
                 first = index == 0
                 layer.add(AFFResBlockV2(
                     askc_type, channels, stride if first else 1,
-                    downsample=first and channels != in_channels,
+                    downsample=first and (stride != 1 or channels != in_channels),
                     in_channels=in_channels if first else channels,
                     norm_layer=norm_layer, norm_kwargs=norm_kwargs, r=r))
         return layer
