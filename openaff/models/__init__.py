@@ -1,5 +1,6 @@
 """The networks of *Attentional Feature Fusion* (Dai et al., WACV 2021)."""
 from .cifar import CIFARAFFResNet, CIFARAFFResNeXt
 from .imagenet import AFFResNet, AFFResNeXt
+from .external import gluoncv_net
 
-__all__ = ['CIFARAFFResNet', 'CIFARAFFResNeXt', 'AFFResNet', 'AFFResNeXt']
+__all__ = ['CIFARAFFResNet', 'CIFARAFFResNeXt', 'AFFResNet', 'AFFResNeXt', 'gluoncv_net']

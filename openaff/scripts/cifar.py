@@ -10,6 +10,7 @@ from mxnet import gluon
 
 from ..engine import Engine, Recipe, decay_epochs
 from ..models import CIFARAFFResNet, CIFARAFFResNeXt
+from ..models.external import GLUONCV_PREFIX, gluoncv_spec
 from .common import clamp_workers, contexts_from, fail, resolve_seed, start_log
 
 DATASETS = ('cifar10', 'cifar100', 'digits')
@@ -33,7 +34,8 @@ def build_parser():
     add('--start-layer', type=int, default=1, help='first stage with the fusion')
     add('--summary', action='store_true', help='print parameters and FLOPs, then exit')
     add('--gpus', default='0,1,2,3', help='GPUs to use when present, e.g. 0,1')
-    add('--model', default='resnet', choices=('resnet', 'resnext'))
+    add('--model', default='resnet',
+        help='resnet, resnext, or gluoncv:NAME for a GluonCV model-zoo baseline')
     add('-j', '--num-data-workers', dest='num_workers', type=int, default=96,
         help='data loading processes (capped at the CPU count; 0 = in the main process)')
     add('--num-epochs', type=int, default=640)
@@ -82,6 +84,11 @@ def model_name_of(opt, layers, cardinality):
 def net_spec(opt, classes):
     """(class, constructor arguments, original run name such as
     ``cifar100-ASKCFuse-resnet-32-c-4-s-1``)."""
+    if opt.model.startswith(GLUONCV_PREFIX):
+        builder, kwargs, name = gluoncv_spec(opt.model, classes)
+        return builder, kwargs, f'{opt.dataset}-{name}'
+    if opt.model not in ('resnet', 'resnext'):
+        raise ValueError(f'--model must be resnet, resnext or gluoncv:NAME, got {opt.model!r}')
     layers = [opt.blocks] * 3
     channels = [c * opt.channel_times for c in (16, 16, 32, 64)]
     cardinality = {64: 32, 128: 64}.get(channels[0])

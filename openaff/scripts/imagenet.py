@@ -10,6 +10,7 @@ import mxnet as mx
 
 from ..engine import Engine, Recipe, decay_epochs
 from ..models import AFFResNet, AFFResNeXt
+from ..models.external import GLUONCV_PREFIX, gluoncv_spec
 from .common import clamp_workers, contexts_from, fail, resolve_seed, start_log
 
 LAYERS = {50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 4, 36, 3]}
@@ -30,7 +31,8 @@ def build_parser():
     add('--batch-size', type=int, default=128, help='batch size per device')
     add('--r', type=int, default=16, help='reduction ratio of the fusion')
     add('--dtype', default='float16', help='float16 (with multi-precision) or float32')
-    add('--model', default='resnet', choices=('resnet', 'resnext'))
+    add('--model', default='resnet',
+        help='resnet, resnext, or gluoncv:NAME for a GluonCV model-zoo baseline')
     add('--askc-type', default='ASKCFuse')
     add('--num-gpus', type=int, default=4, help='0 trains on the CPU')
     add('-j', '--num-data-workers', dest='num_workers', type=int, default=96)
@@ -83,6 +85,11 @@ def build_parser():
 
 def net_spec(opt):
     """(class, constructor arguments, original run name ``ImageNet-ASKCFuse-resnet--50-s-3``)."""
+    if opt.model.startswith(GLUONCV_PREFIX):
+        builder, kwargs, name = gluoncv_spec(opt.model, opt.classes)
+        return builder, kwargs, f'ImageNet-{name}'
+    if opt.model not in ('resnet', 'resnext'):
+        raise ValueError(f'--model must be resnet, resnext or gluoncv:NAME, got {opt.model!r}')
     common = dict(askc_type=opt.askc_type, start_layer=opt.start_layer,
                   layers=LAYERS[opt.num_layer], classes=opt.classes, r=opt.r)
     name = f'ImageNet-{opt.askc_type}-{opt.model}--{opt.num_layer}-s-{opt.start_layer}'
@@ -153,7 +160,10 @@ def main(argv=None):
     opt = build_parser().parse_args(argv)
     from ..data.errors import DatasetNotFoundError
     contexts = contexts_from(num_gpus=opt.num_gpus)
-    cls, kwargs, model_name = net_spec(opt)
+    try:
+        cls, kwargs, model_name = net_spec(opt)
+    except ValueError as err:
+        return fail(str(err))
     net = cls(**kwargs)
     if opt.summary:
         from .cifar import summarize_and_exit
