@@ -196,3 +196,32 @@ def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path, capsys):
     code = train_cifar.main(['--dataset', 'cifar10', '--data-dir', str(data), '--resume-from',
                              'latest', *TINY_NET, *run_dir_args(tmp_path / 'run')])
     assert code == 2 and 'no checkpoint' in capsys.readouterr().err
+
+
+def test_gluoncv_baseline_trains_and_evaluates_in_the_same_formats(tmp_path):
+    from openaff import evaluate
+    data = write_tiny_cifar(tmp_path / 'data', 'cifar10', 'binary')
+    runs = {}
+    for label, model in (('aff', ['--model', 'resnet']),
+                         ('baseline', ['--model', 'gluoncv:cifar_resnet20_v1'])):
+        out = tmp_path / label
+        assert train_cifar.main(['--dataset', 'cifar10', '--data-dir', str(data),
+                                 '--num-epochs', '1', '--batch-size', '16', *model, *TINY_NET,
+                                 *run_dir_args(out)]) == 0
+        runs[label] = out
+    for out in runs.values():
+        log = next(out.glob('train_*.log')).read_text().splitlines()
+        assert log[0].startswith('Namespace(') and log[-2].startswith('[Epoch 0] train=')
+        record = json.loads(next(out.glob('*-checkpoint.json')).read_text())
+        assert set(record) >= {'epoch', 'history', 'net', 'seed', 'bn_statistics'}
+        best = next(out.glob('*-best.params'))
+        opt = evaluate.build_parser().parse_args([str(best), '--data-dir', str(data)])
+        assert evaluate.report(evaluate.evaluate_checkpoint(opt)).count('\n') == 6
+    assert json.loads(next(runs['baseline'].glob('*-checkpoint.json')).read_text())['net'] == \
+        {'class': 'gluoncv_net', 'kwargs': {'name': 'cifar_resnet20_v1', 'classes': 10}}
+
+
+def test_unknown_models_are_one_line_errors(capsys):
+    assert train_cifar.main(['--model', 'gluoncv:no_such_net']) == 2
+    assert train_imagenet.main(['--model', 'vgg16']) == 2
+    assert all(line.startswith('error: ') for line in capsys.readouterr().err.splitlines())
