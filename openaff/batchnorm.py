@@ -13,7 +13,7 @@ from mxnet import autograd
 
 from ._gluon import all_blocks, batch_norms, forward_hooks, imperative
 
-__all__ = ['precise_bn', 'set_bn_momentum', 'fusion_batch_norms']
+__all__ = ['precise_bn', 'set_bn_momentum', 'fusion_batch_norms', 'use_sync_batchnorm']
 
 
 class _Moments:
@@ -97,4 +97,27 @@ def set_bn_momentum(net, momentum, fusion_only=True):
     norms = fusion_batch_norms(net) if fusion_only else batch_norms(net)
     for norm in norms:
         norm._kwargs['momentum'] = float(momentum)
+    return len(norms)
+
+
+def use_sync_batchnorm(net, num_devices):
+    """Make every BatchNorm of ``net`` a ``SyncBatchNorm`` over ``num_devices`` devices of one
+    process: batch statistics over the whole batch instead of each device's slice (Zhang et al.,
+    "Context Encoding for Semantic Segmentation", CVPR 2018), which matters when the slices are
+    small. Parameter names, values and running statistics are unchanged, so checkpoints load
+    either way. Call it before ``hybridize``. Returns the number of layers changed."""
+    from mxnet.gluon.contrib.nn import SyncBatchNorm
+    norms = [norm for norm in batch_norms(net) if not isinstance(norm, SyncBatchNorm)]
+    for norm in norms:
+        kwargs = norm._kwargs
+        if kwargs.get('axis', 1) != 1:
+            raise ValueError(f'{norm.name}: SyncBatchNorm normalises axis 1 only, '
+                             f'this layer uses axis {kwargs["axis"]}')
+        # SyncBatchNorm is a BatchNorm whose operator differs: switching the class in place keeps
+        # the block's parameters, prefix and place in its parent
+        norm.__class__ = SyncBatchNorm
+        norm._kwargs = {'eps': kwargs['eps'], 'momentum': kwargs['momentum'],
+                        'fix_gamma': kwargs['fix_gamma'],
+                        'use_global_stats': kwargs['use_global_stats'],
+                        'ndev': int(num_devices), 'key': norm.prefix}
     return len(norms)

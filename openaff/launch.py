@@ -350,6 +350,12 @@ def build_processes(command, num_workers, num_servers, hosts=None, scheduler_hos
     def make(role, index, host, argv):
         is_local = host in local
         env = dict(common, DMLC_ROLE=role)
+        if role == 'server':
+            # mxnet 1.9.1's server answers a push-pull from the stored array right after
+            # queueing the asynchronous copy of the merged gradient into it, so a worker can
+            # read a half-written sum (seen as workers drifting apart by 1e-6); a synchronous
+            # engine finishes the copy first, and a server only sums, so it costs nothing
+            env['MXNET_ENGINE_TYPE'] = 'NaiveEngine'
         if hosts:
             env['DMLC_NODE_HOST'] = scheduler_host if is_local else resolve(host)
         return Process(role, index, 'localhost' if is_local else host, argv, env, is_local, ssh)

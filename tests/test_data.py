@@ -499,8 +499,16 @@ def test_shard_sampler():
     even = [list(ShardSampler(10, 3, part, even=True)) for part in range(3)]
     assert [len(part) for part in even] == [3, 3, 3]
     assert not set(even[0]) & set(even[1]) | set(even[2]) & set(even[0])
-    shuffled = ShardSampler(100, 2, 1, shuffle=True)
-    assert sorted(shuffled) == list(range(1, 100, 2)) and list(shuffled) != list(range(1, 100, 2))
+    # shuffled parts: one global permutation per epoch, split between the parts
+    def drawn(part, seed=3):  # each worker draws from the same seeded state
+        np.random.seed(seed)
+        return list(ShardSampler(100, 2, part, shuffle=True))
+    epoch0 = [drawn(0), drawn(1)]
+    assert sorted(epoch0[0] + epoch0[1]) == list(range(100))
+    np.random.seed(3)
+    assert list(ShardSampler(100, 1, 0, shuffle=True)) == np.random.RandomState(3).permutation(100).tolist()
+    assert [i % 2 for i in epoch0[1]] != [1] * 50  # not a fixed strided subset
+    assert sorted(drawn(1, seed=4)) != sorted(epoch0[1])  # a new split every epoch
     with pytest.raises(ValueError):
         ShardSampler(10, 2, 2)
 

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import mxnet as mx
 import numpy as np
-from mxnet.gluon.data import DataLoader, Sampler
+from mxnet.gluon.data import DataLoader
 from mxnet.gluon.data.vision import ImageFolderDataset, transforms
 
 from .errors import DatasetNotFoundError
+from .sampler import ShardSampler
 
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'RecordLoader', 'ShardSampler', 'folder_loaders',
            'imagenet_transforms', 'make_rec', 'rec_loaders', 'synthetic_loaders']
@@ -132,39 +133,6 @@ def _part_size(count, num_parts, part_index):
     """Records in one part as dmlc's indexed RecordIO splitter cuts them: ceil-sized parts."""
     step = -(-count // num_parts)
     return max(0, min(count, step * (part_index + 1)) - step * part_index)
-
-
-class ShardSampler(Sampler):
-    """Sample indices of the ``part_index``-th of ``num_parts`` disjoint parts of a dataset.
-
-    Part ``k`` holds the indices ``k, k + num_parts, k + 2 num_parts, ...``, so every part
-    draws from all classes of a class-sorted dataset.
-
-    Parameters
-    ----------
-    length : int
-        Dataset size.
-    num_parts, part_index : int
-    shuffle : bool
-        Visit the part in a new random order (``numpy.random``) every epoch.
-    even : bool
-        Give every part ``length // num_parts`` indices, dropping the last few samples, so
-        that workers in lock-step training run the same number of batches.
-    """
-
-    def __init__(self, length, num_parts=1, part_index=0, shuffle=False, even=False):
-        if not 0 <= part_index < num_parts:
-            raise ValueError(f'part_index must lie in [0, {num_parts}), got {part_index}')
-        stop = length // num_parts * num_parts if even else length
-        self._indices = np.arange(part_index, stop, num_parts)
-        self._shuffle = shuffle
-
-    def __iter__(self):
-        order = np.random.permutation(self._indices) if self._shuffle else self._indices
-        return iter(order.tolist())
-
-    def __len__(self):
-        return len(self._indices)
 
 
 def imagenet_transforms(train, input_size=224, crop_ratio=0.875, auto_aug=False):

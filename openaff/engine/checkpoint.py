@@ -39,13 +39,14 @@ class CheckpointManager:
     pointing at the newest; keeps the last ``keep`` sets plus every ``save_period``-th; best
     weights keep the original name ``%.4f-<model>-best.params``."""
 
-    def __init__(self, save_dir, model_name, keep=2, save_period=0):
+    def __init__(self, save_dir, model_name, keep=2, save_period=0, create=True):
         self.save_dir = os.path.expanduser(save_dir)
         self.model_name = model_name
         self.keep = keep
         self.save_period = save_period
-        os.makedirs(self.save_dir, exist_ok=True)
-        self._remove_stale_temporaries()
+        if create:  # distributed workers other than rank 0 only read checkpoints
+            os.makedirs(self.save_dir, exist_ok=True)
+            self._remove_stale_temporaries()
 
     def _remove_stale_temporaries(self):
         """Half-written files of a killed run (never the checkpoint files themselves)."""
@@ -60,11 +61,12 @@ class CheckpointManager:
         return os.path.join(self.save_dir, f'{self.model_name}-epoch{epoch:04d}.{ext}')
 
     def save(self, net, trainer, epoch, state):
-        """Save the state after ``epoch`` (0-based, completed) and point the JSON at it."""
+        """Save the state after ``epoch`` (0-based, completed) and point the JSON at it;
+        ``trainer`` None saves no optimizer state."""
         params = atomic_save(self._epoch_path(epoch, 'params'), net.save_parameters)
-        states = atomic_save(self._epoch_path(epoch, 'states'), trainer.save_states)
+        states = trainer and atomic_save(self._epoch_path(epoch, 'states'), trainer.save_states)
         record = dict(state, epoch=epoch, params=os.path.basename(params),
-                      states=os.path.basename(states), model=self.model_name)
+                      states=states and os.path.basename(states), model=self.model_name)
         atomic_write(self.pointer, json.dumps(record, indent=1))
         self._prune(epoch)
         return record
@@ -100,7 +102,8 @@ class CheckpointManager:
     def _resolve(record, directory):
         record = dict(record)
         for key in ('params', 'states'):
-            record[key] = os.path.join(directory, record[key])
+            if record.get(key):
+                record[key] = os.path.join(directory, record[key])
         return record
 
     def find(self, resume_from):

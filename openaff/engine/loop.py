@@ -1,7 +1,8 @@
 """The training engine shared by ``train_cifar.py`` and ``train_imagenet.py``: the recipe of
 the original open-aff runs (NAG, warm-up + cosine/step schedules, mixup with off-epochs, label
-smoothing, no weight decay on BN/bias, distillation, float16) around one fit loop with
-reproducible seeds, crash-safe checkpoints, progress bars, logs and plots."""
+smoothing, no weight decay on BN/bias, distillation, float16, AMP) around one fit loop with
+reproducible seeds, crash-safe checkpoints, progress bars, logs and plots, on one process or
+many (:mod:`openaff.engine.distributed`)."""
 from __future__ import annotations
 
 import logging
@@ -17,6 +18,7 @@ from mxnet import autograd, gluon
 
 from ..batchnorm import precise_bn
 from .checkpoint import CheckpointManager
+from .distributed import Cluster, Watchdog
 from .history import History
 from .schedule import make_lr_scheduler
 from .targets import draw_mixup_lambda, mixup_batch, new_rng
@@ -45,6 +47,7 @@ class Recipe:
     label_smoothing: bool = False
     no_wd: bool = False
     dtype: str = 'float32'
+    amp: bool = False            # mxnet.contrib.amp: initialised by the script before the net
     hybrid: bool = True
     precise_bn: int = 0          # batches for precise BN before each evaluation; 0 = off
     seed: int = 0
@@ -53,6 +56,7 @@ class Recipe:
     save_period: int = 10
     temperature: float = 20.0    # distillation
     hard_weight: float = 0.5
+    dist_timeout: float = 300.0  # seconds without progress before a distributed worker gives up
 
     @property
     def smoothing(self):
@@ -90,25 +94,32 @@ def _split(batch, contexts):
             gluon.utils.split_and_load(label, ctx_list=contexts, batch_axis=0, even_split=False))
 
 
-def evaluate(net, loader, contexts, dtype='float32'):
+def evaluate(net, loader, contexts, dtype='float32', cluster=None, beat=None):
     """Top-1/top-5 accuracy and mean cross-entropy of ``net`` over ``loader`` (batches of
-    ``(data, label)``), BatchNorm on its running statistics."""
-    top1, top5 = mx.metric.Accuracy(), mx.metric.TopKAccuracy(5)
+    ``(data, label)``), BatchNorm on its running statistics. With a distributed ``cluster``
+    each worker passes its shard and all get the totals over every worker's shard."""
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
-    loss_sum, count = 0.0, 0
+    totals = np.zeros(5)  # correct top-1, correct top-5, loss sum, samples, samples with top-5
     for batch in loader:
         data, labels = _split(batch, contexts)
-        outputs = [net(x.astype(dtype, copy=False)).astype('float32') for x in data]
-        top1.update(labels, outputs)
-        if outputs[0].shape[1] >= 5:
-            top5.update(labels, outputs)
-        for out, label in zip(outputs, labels):
-            loss_sum += loss_fn(out, label).sum().asscalar()
-            count += out.shape[0]
-    if count == 0:
+        for x, label in zip(data, labels):
+            out = net(x.astype(dtype, copy=False)).astype('float32')
+            label = label.astype('float32')
+            totals[:4] += [(out.argmax(axis=1) == label).sum().asscalar(), 0.0,
+                           loss_fn(out, label).sum().asscalar(), out.shape[0]]
+            if out.shape[1] >= 5:
+                top5 = mx.nd.topk(out, k=5, ret_typ='indices').astype('float32')
+                totals[1] += (top5 == label.reshape((-1, 1))).sum().asscalar()
+                totals[4] += out.shape[0]
+        if beat:
+            beat()
+    if cluster is not None and cluster.can_reduce:
+        totals = cluster.allreduce(totals, 'evaluate')
+    if totals[3] == 0:
         raise ValueError('the validation data is empty')
-    return {'val_acc': top1.get()[1], 'val_top5': top5.get()[1] if top5.num_inst else None,
-            'val_loss': loss_sum / count}
+    return {'val_acc': totals[0] / totals[3],
+            'val_top5': totals[1] / totals[4] if totals[4] else None,
+            'val_loss': totals[2] / totals[3]}
 
 
 class _EpochStats:
@@ -134,22 +145,41 @@ class _EpochStats:
     def rmse(self):
         return self.rmse_sum / max(1, self.rmse_count)
 
-    def as_dict(self):
-        n = max(1.0, self.samples)
-        return {'train_rmse': self.rmse, 'train_acc': self.correct / n, 'train_loss': self.loss / n}
+    def as_dict(self, cluster=None):
+        """The epoch's statistics, over every worker's batches when ``cluster`` can sum."""
+        sums = np.array([self.loss, self.samples, self.correct, self.rmse_sum, self.rmse_count])
+        if cluster is not None and cluster.can_reduce:
+            sums = cluster.allreduce(sums, 'train_stats')
+        loss, samples, correct, rmse_sum, rmse_count = sums
+        n = max(1.0, samples)
+        return {'train_rmse': rmse_sum / max(1, rmse_count), 'train_acc': correct / n,
+                'train_loss': loss / n, 'samples': int(samples)}
 
 
 class Engine:
     """Fits ``net`` on ``train_data``, evaluates on ``val_data`` once per epoch, logs in the
-    original format and checkpoints crash-safely. Loaders yield ``(data, label)`` batches."""
+    original format and checkpoints crash-safely. Loaders yield ``(data, label)`` batches.
+
+    With a distributed ``cluster`` (:class:`~openaff.engine.distributed.Cluster`) each worker
+    passes its shard of the data; gradients are averaged over the global batch, parameters
+    (BatchNorm running statistics included) averaged before every evaluation, metrics summed
+    over the workers, and
+    only rank 0 writes checkpoints and plots."""
 
     def __init__(self, net, recipe, contexts, train_data, val_data, classes, model_name,
-                 save_dir, plot_dir=None, teacher=None, compare_log=None, run_info=None):
+                 save_dir, plot_dir=None, teacher=None, compare_log=None, run_info=None,
+                 cluster=None):
         self.net, self.recipe, self.contexts = net, recipe, list(contexts)
+        self.cluster = cluster or Cluster()
+        self.watchdog = Watchdog(recipe.dist_timeout if self.cluster.distributed else 0,
+                                 self.cluster.describe())
         self.train_data, self.val_data, self.classes = train_data, val_data, classes
         self.model_name, self.teacher, self.compare_log = model_name, teacher, compare_log
-        self.plot_path = os.path.join(plot_dir, f'{model_name}_history.png') if plot_dir else None
-        self.checkpoints = CheckpointManager(save_dir, model_name, save_period=recipe.save_period)
+        chief = self.cluster.is_chief
+        self.plot_path = os.path.join(plot_dir, f'{model_name}_history.png') \
+            if plot_dir and chief else None
+        self.checkpoints = CheckpointManager(save_dir, model_name, save_period=recipe.save_period,
+                                             create=chief)
         self.history, self.best = History(), None
         self.run_info = dict(run_info or {})
         self.trainer = self._make_trainer()
@@ -170,9 +200,13 @@ class Engine:
             recipe.lr_mode, recipe.lr, recipe.num_epochs, max(1, len(self.train_data)),
             recipe.warmup_epochs, recipe.warmup_lr, recipe.step_epochs, recipe.step_factor)
         params = {'wd': recipe.wd, 'momentum': recipe.momentum, 'lr_scheduler': scheduler}
-        if recipe.dtype != 'float32':
+        if recipe.dtype != 'float32' or recipe.amp:
             params['multi_precision'] = True
-        return gluon.Trainer(self.net.collect_params(), recipe.optimizer, params)
+        trainer = self.cluster.make_trainer(self.net.collect_params(), recipe.optimizer, params)
+        if recipe.amp:
+            from mxnet.contrib import amp
+            amp.init_trainer(trainer)
+        return trainer
 
     def _resume(self, resume_from, start_epoch=0):
         if not resume_from:
@@ -207,8 +241,14 @@ class Engine:
                 outputs.append(out)
                 targets.append(target)
                 losses.append(loss)
-        autograd.backward(losses)
-        self.trainer.step(batch[0].shape[0])
+        if self.recipe.amp:
+            from mxnet.contrib import amp
+            with amp.scale_loss(losses, self.trainer) as scaled:
+                autograd.backward(scaled)
+        else:
+            autograd.backward(losses)
+        self.trainer.step(self.cluster.step_size(batch[0].shape[0]))
+        self.watchdog.beat()
         return outputs, targets, labels, losses
 
     def train_epoch(self, epoch):
@@ -219,7 +259,7 @@ class Engine:
         mixing = recipe.mixup and epoch < recipe.num_epochs - recipe.mixup_off_epoch
         stats, tic, seen = _EpochStats(), time.time(), 0
         bar = tqdm(total=len(self.train_data), desc=f'epoch {epoch}', leave=False,
-                   disable=not sys.stderr.isatty())
+                   disable=not (sys.stderr.isatty() and self.cluster.is_chief))
         for index, batch in enumerate(self.train_data):
             stats.update(*self._step(batch, draw_mixup_lambda(rng, recipe.mixup_alpha, mixing)))
             seen += batch[0].shape[0]
@@ -233,7 +273,9 @@ class Engine:
         if stats.samples == 0:
             raise ValueError('the training data gave no batch (is the dataset smaller than '
                              'one batch? the last incomplete batch is dropped)')
-        return dict(stats.as_dict(), time=time.time() - tic, speed=seen / (time.time() - tic))
+        record = stats.as_dict(self.cluster)
+        elapsed = time.time() - tic
+        return dict(record, time=elapsed, speed=record.pop('samples') / elapsed)
 
     def _refresh_bn(self):
         if not self.recipe.precise_bn:
@@ -241,6 +283,7 @@ class Engine:
         dtype, ctx = self.recipe.dtype, self.contexts[0]
         batches = ((b[0].as_in_context(ctx).astype(dtype, copy=False),) for b in self.train_data)
         precise_bn(self.net, batches, num_batches=self.recipe.precise_bn)
+        self.watchdog.beat()
 
     def bn_statistics(self):
         if self.recipe.precise_bn:
@@ -262,6 +305,10 @@ class Engine:
                      record['time'])
 
     def _save(self, epoch, record):
+        if not self.cluster.is_chief:
+            self.best = record['val_acc'] if self.best is None else max(self.best,
+                                                                         record['val_acc'])
+            return
         improved = self.best is None or record['val_acc'] > self.best
         if improved:
             self.best = record['val_acc']
@@ -272,7 +319,9 @@ class Engine:
             self.checkpoints.save_best(self.net, score, name_epoch)
         state = {'seed': self.recipe.seed, 'best': self.best, 'history': self.history.records,
                  'metrics': record, 'bn_statistics': self.bn_statistics(), **self.run_info}
-        self.checkpoints.save(self.net, self.trainer, epoch, state)
+        # dist_async keeps the optimizer state on the servers, where it cannot be saved
+        trainer = self.trainer if self.cluster.synchronous else None
+        self.checkpoints.save(self.net, trainer, epoch, state)
         if self.plot_path:
             self.history.plot(self.plot_path, title=self.model_name, compare_log=self.compare_log)
 
@@ -280,17 +329,43 @@ class Engine:
         """Train to ``recipe.num_epochs`` from ``start_epoch``, or from where the checkpoint
         ``resume_from`` ('latest', a JSON or a .params file) left off; returns the history."""
         start = self._resume(resume_from, start_epoch)
+        self.cluster.broadcast_parameters(self.net)
         if self.recipe.hybrid:
             self.net.hybridize(static_alloc=True, static_shape=True)
         LOG.info('Validation BatchNorm statistics: %s', self.bn_statistics())
-        for epoch in range(start, self.recipe.num_epochs):
-            seed_everything(self.recipe.seed * 1000 + epoch)
-            record = dict(epoch=epoch, **self.train_epoch(epoch))
-            record['lr'] = self.trainer.learning_rate  # as the original: after the epoch
-            self._refresh_bn()
-            record.update(evaluate(self.net, self.val_data, self.contexts, self.recipe.dtype))
-            self.history.add(**record)
-            self._log_epoch(epoch, record)
-            self._save(epoch, record)
-        self.checkpoints.save_final(self.net)
+        if self.cluster.distributed:
+            LOG.info('Distributed: %s', self.cluster.describe())
+        with self.watchdog:
+            for epoch in range(start, self.recipe.num_epochs):
+                self._run_epoch(epoch)
+            if self.cluster.is_chief:
+                self.checkpoints.save_final(self.net)
+            self._check_identical()
         return self.history.records
+
+    def _run_epoch(self, epoch):
+        seed_everything(self.recipe.seed * 1000 + epoch)
+        record = dict(epoch=epoch, **self.train_epoch(epoch))
+        record['lr'] = self.trainer.learning_rate  # as the original: after the epoch
+        self._refresh_bn()
+        self.cluster.synchronize(self.net)
+        record.update(evaluate(self.net, self.val_data, self.contexts, self.recipe.dtype,
+                               self.cluster, self.watchdog.beat))
+        self.history.add(**record)
+        self._log_epoch(epoch, record)
+        self._save(epoch, record)
+        self.watchdog.beat()
+
+    def _check_identical(self):
+        """Log whether every worker ended with the same parameters (rank 0 reports)."""
+        if not self.cluster.distributed:
+            return
+        digests = self.cluster.parameter_digests(self.net)
+        if digests is None:
+            LOG.info('Final parameters: %s does not keep workers identical', self.cluster.kvstore)
+        elif len(set(digests)) == 1:
+            LOG.info('Final parameters identical on all %d workers (sha1 %s)', len(digests),
+                     digests[0][:12])
+        else:
+            LOG.warning('Final parameters differ between workers: %s', ', '.join(
+                f'rank {rank} sha1 {digest[:12]}' for rank, digest in enumerate(digests)))

@@ -8,10 +8,14 @@ import os
 import mxnet as mx
 from mxnet import gluon
 
+from ..batchnorm import set_bn_momentum
 from ..engine import Engine, Recipe, decay_epochs
 from ..models import CIFARAFFResNet, CIFARAFFResNeXt
 from ..models.external import GLUONCV_PREFIX, gluoncv_spec
-from .common import clamp_workers, contexts_from, fail, resolve_seed, start_log
+from ..engine.distributed import DistributedError
+from .common import (add_scale_out_args, apply_syncbn, clamp_workers, contexts_from, fail,
+                     resolve_precision, resolve_seed, run_engine, scaled_lr, shard_of,
+                     start_cluster, start_log)
 
 DATASETS = ('cifar10', 'cifar100', 'digits')
 
@@ -70,6 +74,8 @@ def build_parser():
     add('--compare-log', default=None, help='an original log to draw in the history plot')
     add('--frozen-input-stats', action='store_true',
         help="the original's behaviour: the input BatchNorm's running statistics stay 0/1")
+    add('--dtype', default='float32', help='float32, or float16 with multi-precision (GPUs)')
+    add_scale_out_args(p)
     return p
 
 
@@ -120,28 +126,36 @@ def datasets(opt):
     return train.transform_first(t_train), val.transform_first(t_val), classes
 
 
-def loaders(opt, batch_size):
+def loaders(opt, batch_size, cluster=None):
+    """Training and validation loaders of this worker's shard (all of it in one process)."""
+    from ..data.sampler import ShardSampler
+    from ..engine.distributed import Cluster
+    cluster = cluster or Cluster()
     train, val, classes = datasets(opt)
     workers = clamp_workers(opt.num_workers)
-    train_loader = gluon.data.DataLoader(train, batch_size=batch_size, shuffle=True,
-                                         last_batch='discard', num_workers=workers)
-    val_loader = gluon.data.DataLoader(val, batch_size=batch_size, shuffle=False,
-                                       num_workers=workers)
+    train_loader = gluon.data.DataLoader(
+        train, batch_size=batch_size, last_batch='discard', num_workers=workers,
+        sampler=ShardSampler(len(train), *shard_of(cluster, True), shuffle=True, even=True))
+    val_loader = gluon.data.DataLoader(
+        val, batch_size=batch_size, num_workers=workers,
+        sampler=ShardSampler(len(val), *shard_of(cluster, False)))
     return train_loader, val_loader, classes
 
 
-def recipe_of(opt, seed):
+def recipe_of(opt, seed, lr=None):
     warmup = opt.warmup_epochs if opt.cosine else 0
     # as the original: decay epochs are counted with the warm-up subtracted, even without it
     steps = [e - (opt.warmup_epochs - warmup)
              for e in decay_epochs(opt.num_epochs, opt.lr_decay_epoch, opt.lr_decay_period)]
-    return Recipe(num_epochs=opt.num_epochs, lr=opt.lr, momentum=opt.momentum, wd=opt.wd,
+    return Recipe(num_epochs=opt.num_epochs, lr=opt.lr if lr is None else lr,
+                  momentum=opt.momentum, wd=opt.wd,
                   lr_mode='cosine' if opt.cosine else 'step', warmup_epochs=warmup,
                   warmup_lr=opt.warmup_lr, step_epochs=tuple(steps), step_factor=opt.lr_decay,
                   mixup=opt.mixup, mixup_alpha=opt.mixup_alpha,
                   mixup_off_epoch=opt.mixup_off_epoch, label_smoothing=opt.label_smoothing,
                   no_wd=opt.no_wd, hybrid=opt.mode == 'hybrid', precise_bn=opt.precise_bn,
-                  seed=seed, save_period=opt.save_period)
+                  seed=seed, save_period=opt.save_period, dtype=opt.dtype, amp=opt.amp,
+                  dist_timeout=opt.dist_timeout)
 
 
 def summarize_and_exit(net, input_size=32):
@@ -156,35 +170,38 @@ def summarize_and_exit(net, input_size=32):
 def main(argv=None):
     opt = build_parser().parse_args(argv)
     from ..data.errors import DatasetNotFoundError
-    from ..batchnorm import set_bn_momentum
-    contexts = contexts_from(gpus=opt.gpus)
+    from ..engine import seed_everything
     try:
+        cluster = start_cluster(opt.kvstore)
+        contexts = cluster.contexts(contexts_from(gpus=opt.gpus))
+        notes = [] if opt.summary else resolve_precision(opt, contexts)
         classes = {'cifar10': 10, 'cifar100': 100, 'digits': 10}[opt.dataset]
         cls, kwargs, model_name = net_spec(opt, classes)
         net = cls(**kwargs)
-    except ValueError as err:
+        if opt.summary:
+            return summarize_and_exit(net)
+        apply_syncbn(net, opt, contexts)
+    except (ValueError, DistributedError) as err:
         return fail(str(err))
-    if opt.summary:
-        return summarize_and_exit(net)
     if opt.bn_branch_momentum is not None:
         set_bn_momentum(net, opt.bn_branch_momentum)
-    opt.seed = resolve_seed(opt.seed)
+    opt.seed = cluster.broadcast_int(resolve_seed(opt.seed))
     try:
-        train_loader, val_loader, classes = loaders(opt, opt.batch_size * len(contexts))
+        train_loader, val_loader, classes = loaders(opt, opt.batch_size * len(contexts), cluster)
     except (DatasetNotFoundError, ValueError) as err:
         return fail(str(err))
     log_file = os.path.join(opt.logging_dir, f'train_{model_name}.log') if opt.logging_dir else None
-    log = start_log(opt, log_file)
+    log = start_log(opt, log_file, cluster.is_chief)
+    for note in notes:
+        log.info('%s', note)
+    seed_everything(opt.seed)
     net.initialize(mx.init.Xavier(), ctx=contexts)
-    engine = Engine(net, recipe_of(opt, opt.seed), contexts, train_loader, val_loader, classes,
-                    model_name, opt.save_dir or '.', plot_dir=opt.save_plot_dir,
-                    compare_log=opt.compare_log,
+    if opt.dtype != 'float32':
+        net.cast(opt.dtype)
+    engine = Engine(net, recipe_of(opt, opt.seed, scaled_lr(opt, cluster)), contexts,
+                    train_loader, val_loader, classes, model_name, opt.save_dir or '.',
+                    plot_dir=opt.save_plot_dir, compare_log=opt.compare_log, cluster=cluster,
                     run_info={'dataset': opt.dataset, 'labels': opt.labels,
                               'net': {'class': cls.__name__, 'kwargs': kwargs}})
-    try:
-        records = engine.fit(resume_from=opt.resume_from)
-    except FileNotFoundError as err:
-        return fail(str(err))
-    best = max(r['val_acc'] for r in records) if records else engine.best
-    log.info('best_val_score: %f', best if best is not None else float('nan'))
-    return 0
+    return run_engine(engine, log, opt.resume_from,
+                      lambda best: log.info('best_val_score: %f', best))

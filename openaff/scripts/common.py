@@ -29,14 +29,104 @@ def resolve_seed(seed):
     return seed if seed is not None else random.SystemRandom().randrange(2 ** 31)
 
 
-def start_log(opt, log_file):
-    """The original first line: the option Namespace."""
-    log = setup_logging(log_file)
+def start_log(opt, log_file, chief=True):
+    """The original first line: the option Namespace. Distributed workers other than rank 0
+    keep no log file and print warnings and errors only."""
+    import logging
+    log = setup_logging(log_file if chief else None, logging.INFO if chief else logging.WARNING)
     log.info('%s', opt)
     return log
 
 
-def fail(message):
+def fail(message, status=2):
     """A one-line error instead of a traceback, for problems of the user's input."""
     print(f'error: {message}', file=sys.stderr)
-    return 2
+    return status
+
+
+def add_scale_out_args(parser):
+    """Options both scripts share for many devices and workers, float16/AMP and SyncBN."""
+    from ..engine.distributed import KVSTORES
+    add = parser.add_argument
+    add('--kvstore', default='device', choices=KVSTORES,
+        help='gradient exchange: device/local/nccl in one process; dist_sync, dist_device_sync, '
+             'dist_async under python -m openaff.launch; horovod under horovodrun')
+    add('--lr-scaling', default='none', choices=('none', 'linear'),
+        help='linear: multiply --lr by the number of workers (the global batch grows with '
+             'them); none: --lr is used as given')
+    add('--dist-timeout', type=float, default=300, metavar='SECONDS',
+        help='a distributed worker that makes no progress for this long exits with an error '
+             '(a peer died); 0 waits forever')
+    add('--amp', action='store_true',
+        help='automatic mixed precision (mxnet.contrib.amp): float16 on GPUs, bfloat16 on CPUs')
+    add('--syncbn', action='store_true',
+        help='SyncBatchNorm: batch statistics over all GPUs of a worker instead of per GPU')
+
+
+def start_cluster(kvstore):
+    """The :class:`~openaff.engine.distributed.Cluster` of this process."""
+    from ..engine.distributed import Cluster
+    return Cluster.create(kvstore)
+
+
+def resolve_precision(opt, contexts):
+    """Check ``--dtype``/``--amp`` against the devices; returns notes for the log. float16
+    falls back to float32 on CPUs (mxnet 1.9.1 has no float16 GEMM there); AMP must be set up
+    before the network is built, so this runs first."""
+    notes = []
+    on_cpu = all(c.device_type == 'cpu' for c in contexts)
+    if opt.amp and opt.dtype != 'float32':
+        raise ValueError('--amp casts per operator itself: use it with --dtype float32')
+    if opt.dtype != 'float32' and on_cpu:
+        notes.append(f'{opt.dtype} needs a GPU (mxnet 1.9.1 has no float16 GEMM on the CPU): '
+                     'training in float32')
+        opt.dtype = 'float32'
+    if opt.amp:
+        from mxnet.contrib import amp
+        target = 'bfloat16' if on_cpu else 'float16'
+        amp.init(target_dtype=target)
+        notes.append(f'AMP: {target} where mxnet.contrib.amp deems it safe, float32 elsewhere')
+    return notes
+
+
+def apply_syncbn(net, opt, contexts):
+    """``--syncbn``: one SyncBatchNorm over the worker's GPUs (a no-op on one device)."""
+    if not opt.syncbn or len(contexts) < 2:
+        return
+    if any(c.device_type == 'cpu' for c in contexts):
+        raise ValueError('--syncbn synchronises GPUs; on CPU contexts mxnet 1.9.1 deadlocks')
+    from ..batchnorm import use_sync_batchnorm
+    use_sync_batchnorm(net, len(contexts))
+
+
+def scaled_lr(opt, cluster):
+    return opt.lr * cluster.size if opt.lr_scaling == 'linear' else opt.lr
+
+
+def shard_of(cluster, train):
+    """(num_parts, part_index) of this worker's data: training is always split; validation
+    too when the workers can sum their metrics (not under dist_async)."""
+    if train or cluster.can_reduce:
+        return cluster.size, cluster.rank
+    return 1, 0
+
+
+def run_engine(engine, log, resume_from, report_best, start_epoch=0):
+    """Fit, then report the best validation accuracy; one-line errors for a missing resume
+    file or a failed peer (a dead Horovod rank surfaces as an exception in the others)."""
+    try:
+        records = engine.fit(resume_from=resume_from, start_epoch=start_epoch)
+    except FileNotFoundError as err:
+        return fail(str(err))
+    except Exception as err:  # pylint: disable=broad-except
+        if not engine.cluster.distributed or type(err).__name__ not in _PEER_FAILURES:
+            raise
+        return fail(f'{engine.cluster.describe()}: {type(err).__name__}: {err} '
+                    f'(another worker has probably died)', status=3)
+    best = max(r['val_acc'] for r in records) if records else engine.best
+    report_best(best if best is not None else float('nan'))
+    return 0
+
+
+# what a collective raises when a peer is gone
+_PEER_FAILURES = ('HorovodInternalError', 'HostsUpdatedInterrupt', 'MXNetError')
