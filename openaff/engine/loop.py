@@ -241,11 +241,11 @@ class Engine:
                 outputs.append(out)
                 targets.append(target)
                 losses.append(loss)
-        if self.recipe.amp:
-            from mxnet.contrib import amp
-            with amp.scale_loss(losses, self.trainer) as scaled:
-                autograd.backward(scaled)
-        else:
+            if recipe.amp:  # the scaling has to be recorded too
+                from mxnet.contrib import amp
+                with amp.scale_loss(losses, self.trainer) as scaled:
+                    autograd.backward(scaled)
+        if not recipe.amp:
             autograd.backward(losses)
         self.trainer.step(self.cluster.step_size(batch[0].shape[0]))
         self.watchdog.beat()

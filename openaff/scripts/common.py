@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import random
 import sys
+import traceback
 
 import mxnet as mx
 
@@ -76,7 +77,9 @@ def resolve_precision(opt, contexts):
     notes = []
     on_cpu = all(c.device_type == 'cpu' for c in contexts)
     if opt.amp and opt.dtype != 'float32':
-        raise ValueError('--amp casts per operator itself: use it with --dtype float32')
+        notes.append(f'--amp chooses the precision per operator: the network stays float32 '
+                     f'(--dtype {opt.dtype} ignored)')
+        opt.dtype = 'float32'
     if opt.dtype != 'float32' and on_cpu:
         notes.append(f'{opt.dtype} needs a GPU (mxnet 1.9.1 has no float16 GEMM on the CPU): '
                      'training in float32')
@@ -112,20 +115,33 @@ def shard_of(cluster, train):
 
 
 def run_engine(engine, log, resume_from, report_best, start_epoch=0):
-    """Fit, then report the best validation accuracy; one-line errors for a missing resume
-    file or a failed peer (a dead Horovod rank surfaces as an exception in the others)."""
+    """Fit, then report the best validation accuracy. A missing resume file is a one-line
+    error. A distributed worker that fails exits at once: waiting in ps-lite's or Horovod's
+    shutdown for peers that are gone (or that wait for it) would hang the job."""
     try:
         records = engine.fit(resume_from=resume_from, start_epoch=start_epoch)
     except FileNotFoundError as err:
         return fail(str(err))
     except Exception as err:  # pylint: disable=broad-except
-        if not engine.cluster.distributed or type(err).__name__ not in _PEER_FAILURES:
+        if not engine.cluster.distributed:
             raise
-        return fail(f'{engine.cluster.describe()}: {type(err).__name__}: {err} '
-                    f'(another worker has probably died)', status=3)
+        if type(err).__name__ in _PEER_FAILURES:
+            fail(f'{engine.cluster.describe()}: {type(err).__name__}: {err} '
+                 f'(another worker has probably died)')
+        else:
+            traceback.print_exc()
+        _exit_now(3)
     best = max(r['val_acc'] for r in records) if records else engine.best
     report_best(best if best is not None else float('nan'))
     return 0
+
+
+def _exit_now(status):
+    import logging
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 # what a collective raises when a peer is gone

@@ -11,7 +11,10 @@ import mxnet as mx
 from ..engine import Engine, Recipe, decay_epochs
 from ..models import AFFResNet, AFFResNeXt
 from ..models.external import GLUONCV_PREFIX, gluoncv_spec
-from .common import clamp_workers, contexts_from, fail, resolve_seed, start_log
+from ..engine.distributed import DistributedError
+from .common import (add_scale_out_args, apply_syncbn, clamp_workers, contexts_from, fail,
+                     resolve_precision, resolve_seed, run_engine, scaled_lr, shard_of,
+                     start_cluster, start_log)
 
 LAYERS = {50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 4, 36, 3]}
 
@@ -80,6 +83,7 @@ def build_parser():
     add('--precise-bn', type=int, default=0, metavar='N')
     add('--save-plot-dir', default=None, help='where to write the history PNG')
     add('--compare-log', default=None, help='an original log to draw in the history plot')
+    add_scale_out_args(p)
     return p
 
 
@@ -100,22 +104,32 @@ def net_spec(opt):
                              last_gamma=True), name)
 
 
-def loaders(opt, batch_size, num_parts=1, part_index=0):
+def loaders(opt, batch_size, cluster=None):
+    """Training and validation loaders of this worker's shard (all of it in one process).
+    Synthetic data differ per worker; files are split with ``part_index/num_parts``."""
     from ..data import imagenet
+    from ..engine.distributed import Cluster
+    cluster = cluster or Cluster()
     size, workers = opt.input_size, clamp_workers(opt.num_workers)
     if opt.synthetic:
-        return imagenet.synthetic_loaders(batch_size, size, opt.classes, seed=opt.seed)
+        return imagenet.synthetic_loaders(batch_size, size, opt.classes,
+                                          seed=opt.seed + cluster.rank)
+    train_parts, val_parts = shard_of(cluster, True), shard_of(cluster, False)
+    if train_parts != val_parts:
+        raise ValueError(f'--kvstore {cluster.kvstore} keeps validation on every worker, '
+                         'which the ImageNet loaders cannot do: use dist_sync or horovod')
     if opt.use_rec:
         return imagenet.rec_loaders(
             *(os.path.expanduser(p) for p in (opt.rec_train, opt.rec_train_idx, opt.rec_val,
                                                 opt.rec_val_idx)),
-            batch_size, size, opt.crop_ratio, max(1, workers), num_parts, part_index)
+            batch_size, size, opt.crop_ratio, max(1, workers), *train_parts)
     return imagenet.folder_loaders(os.path.expanduser(opt.data_dir), batch_size, size,
-                                   opt.crop_ratio, workers, opt.auto_aug, num_parts, part_index)
+                                   opt.crop_ratio, workers, opt.auto_aug, *train_parts)
 
 
-def recipe_of(opt, seed):
-    return Recipe(num_epochs=opt.num_epochs, lr=opt.lr, momentum=opt.momentum, wd=opt.wd,
+def recipe_of(opt, seed, lr=None):
+    return Recipe(num_epochs=opt.num_epochs, lr=opt.lr if lr is None else lr,
+                  momentum=opt.momentum, wd=opt.wd,
                   lr_mode=opt.lr_mode, warmup_epochs=opt.warmup_epochs, warmup_lr=opt.warmup_lr,
                   step_epochs=tuple(decay_epochs(opt.num_epochs, opt.lr_decay_epoch,
                                                  opt.lr_decay_period)),
@@ -124,7 +138,8 @@ def recipe_of(opt, seed):
                   no_wd=opt.no_wd, dtype=opt.dtype, hybrid=opt.mode == 'hybrid',
                   precise_bn=opt.precise_bn, seed=seed, log_style='imagenet',
                   log_interval=opt.log_interval, save_period=opt.save_frequency,
-                  temperature=opt.temperature, hard_weight=opt.hard_weight)
+                  temperature=opt.temperature, hard_weight=opt.hard_weight, amp=opt.amp,
+                  dist_timeout=opt.dist_timeout)
 
 
 def teacher_of(opt, contexts):
@@ -149,6 +164,8 @@ def prepare_net(opt, net, contexts):
         release = matches[0].release
         load_checkpoint(net, fetch_release(release.path, release.blob_sha1), ctx=contexts)
     else:
+        from ..engine import seed_everything
+        seed_everything(opt.seed)
         net.initialize(mx.init.MSRAPrelu(), ctx=contexts)
     if opt.resume_params:
         from ..store import load_checkpoint
@@ -159,40 +176,37 @@ def prepare_net(opt, net, contexts):
 def main(argv=None):
     opt = build_parser().parse_args(argv)
     from ..data.errors import DatasetNotFoundError
-    contexts = contexts_from(num_gpus=opt.num_gpus)
     try:
+        cluster = start_cluster(opt.kvstore)
+        contexts = cluster.contexts(contexts_from(num_gpus=opt.num_gpus))
+        notes = [] if opt.summary else resolve_precision(opt, contexts)
         cls, kwargs, model_name = net_spec(opt)
-    except ValueError as err:
+        net = cls(**kwargs)
+        if opt.summary:
+            from .cifar import summarize_and_exit
+            return summarize_and_exit(net, opt.input_size)
+        apply_syncbn(net, opt, contexts)
+    except (ValueError, DistributedError) as err:
         return fail(str(err))
-    net = cls(**kwargs)
-    if opt.summary:
-        from .cifar import summarize_and_exit
-        return summarize_and_exit(net, opt.input_size)
-    opt.seed = resolve_seed(opt.seed)
-    cpu_only_float16 = opt.dtype != 'float32' and all(c.device_type == 'cpu' for c in contexts)
-    if cpu_only_float16:
-        opt.dtype = 'float32'
+    opt.seed = cluster.broadcast_int(resolve_seed(opt.seed))
     try:
-        train_loader, val_loader = loaders(opt, opt.batch_size * len(contexts))
+        train_loader, val_loader = loaders(opt, opt.batch_size * len(contexts), cluster)
         prepare_net(opt, net, contexts)
     except (DatasetNotFoundError, FileNotFoundError, ValueError) as err:
         return fail(str(err))
-    log = start_log(opt, opt.logging_file)
-    if cpu_only_float16:
-        log.info('float16 needs a GPU (mxnet 1.9.1 has no float16 GEMM on the CPU): '
-                 'training in float32')
-    engine = Engine(net, recipe_of(opt, opt.seed), contexts, train_loader, val_loader,
-                    opt.classes, f'imagenet-{model_name}', opt.save_dir or '.',
-                    plot_dir=opt.save_plot_dir, teacher=teacher_of(opt, contexts),
-                    compare_log=opt.compare_log,
+    log = start_log(opt, opt.logging_file, cluster.is_chief)
+    for note in notes:
+        log.info('%s', note)
+    engine = Engine(net, recipe_of(opt, opt.seed, scaled_lr(opt, cluster)), contexts,
+                    train_loader, val_loader, opt.classes, f'imagenet-{model_name}',
+                    opt.save_dir or '.', plot_dir=opt.save_plot_dir,
+                    teacher=teacher_of(opt, contexts), compare_log=opt.compare_log,
+                    cluster=cluster,
                     run_info={'dataset': 'imagenet', 'input_size': opt.input_size,
                               'net': {'class': cls.__name__, 'kwargs': kwargs}})
     if opt.resume_states:
         engine.trainer.load_states(opt.resume_states)
-    try:
-        # --resume-params/--resume-states/--resume-epoch: the original way, still accepted
-        records = engine.fit(resume_from=opt.resume_from, start_epoch=opt.resume_epoch)
-    except FileNotFoundError as err:
-        return fail(str(err))
-    log.info('best err-top1: %f', 1 - max(r['val_acc'] for r in records))
-    return 0
+    # --resume-params/--resume-states/--resume-epoch: the original way, still accepted
+    return run_engine(engine, log, opt.resume_from,
+                      lambda best: log.info('best err-top1: %f', 1 - best),
+                      start_epoch=opt.resume_epoch)
