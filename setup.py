@@ -35,6 +35,9 @@ setup(
         'cpu': ['mxnet==1.9.1'],
         'cu112': ['mxnet-cu112==1.9.1'],
         'test': ['pytest>=7'],
+        # build it against mxnet with tools/install_horovod.sh (pip's isolated build cannot
+        # see mxnet and would leave horovod.mxnet out); this extra then finds it installed
+        'horovod': ['horovod==0.28.1'],
     },
     entry_points={'console_scripts': ['openaff-summary=openaff.summary:main']},
     classifiers=[

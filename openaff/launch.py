@@ -47,6 +47,14 @@ __all__ = ['Process', 'Job', 'read_hostfile', 'assign_hosts', 'main']
 PROG = 'openaff.launch'
 DEFAULT_SSH = 'ssh -o BatchMode=yes -o StrictHostKeyChecking=no'
 PS_COMMAND = [sys.executable, '-c', 'import mxnet']
+# A server unpickles the optimizer a dist_async worker sends, learning-rate schedule included,
+# which needs gluoncv; gluoncv cannot be imported while mxnet is still being imported (that is
+# when mxnet runs the server loop), so the server imports both first, then starts the loop.
+SERVER_COMMAND = [sys.executable, '-c', '; '.join([
+    'import os', "role = os.environ.pop('DMLC_ROLE')", 'import mxnet, gluoncv',
+    "os.environ['DMLC_ROLE'] = role",
+    'from mxnet.kvstore.kvstore_server import _init_kvstore_server_module',
+    '_init_kvstore_server_module()'])]
 POLL_S = 0.2
 # variables of this environment that remote processes get too (their own environment is the
 # remote shell's); the launcher's own DMLC_* values take precedence
@@ -362,7 +370,7 @@ def build_processes(command, num_workers, num_servers, hosts=None, scheduler_hos
 
     server_hosts, worker_hosts = assign_hosts(hosts or ['localhost'], num_servers, num_workers)
     return ([make('scheduler', 0, 'localhost', PS_COMMAND)]
-            + [make('server', i, h, PS_COMMAND) for i, h in enumerate(server_hosts)]
+            + [make('server', i, h, SERVER_COMMAND) for i, h in enumerate(server_hosts)]
             + [make('worker', i, h, command) for i, h in enumerate(worker_hosts)])
 
 

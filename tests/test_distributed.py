@@ -25,6 +25,7 @@ try:
     HOROVOD = True
 except ImportError:
     HOROVOD = False
+HOROVODRUN = os.path.join(os.path.dirname(sys.executable), 'horovodrun')
 needs_horovod = pytest.mark.skipif(not HOROVOD, reason='horovod not installed '
                                    '(bash tools/install_horovod.sh)')
 
@@ -224,7 +225,7 @@ def test_dist_sync_two_workers_one_server(tmp_path, single_process_run):
 def test_horovod_two_ranks(tmp_path, single_process_run):
     result = run_script([*DIGITS, *run_args(tmp_path), '--batch-size', '32',
                          '--kvstore', 'horovod', '--dist-timeout', '120'],
-                        launcher=('horovodrun', '-np', '2', '-H', 'localhost:2', '--gloo'))
+                        launcher=(HOROVODRUN, '-np', '2', '-H', 'localhost:2', '--gloo'))
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
     output = result.stdout + result.stderr
     assert_one_chief_output(tmp_path, output)
@@ -325,7 +326,7 @@ def test_watchdog_stops_survivors_without_a_supervising_launcher(tmp_path):
 @needs_horovod
 def test_killed_rank_stops_a_horovod_job(tmp_path):
     seconds, code, output = kill_one_worker_and_wait(
-        tmp_path, ('horovodrun', '-np', '2', '-H', 'localhost:2', '--gloo'), 'horovod')
+        tmp_path, (HOROVODRUN, '-np', '2', '-H', 'localhost:2', '--gloo'), 'horovod')
     assert code != 0
     assert 'exited with non-zero status' in output, output[-2000:]
     assert seconds < 60
