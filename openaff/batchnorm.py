@@ -8,6 +8,7 @@ training batches, as in "Rethinking 'Batch' in BatchNorm" (Wu & Johnson, 2021, P
 """
 from __future__ import annotations
 
+import mxnet as mx
 import numpy as np
 from mxnet import autograd
 
@@ -74,9 +75,18 @@ def precise_bn(net, batches, num_batches=None, ctx=None):
         raise ValueError('precise_bn needs at least one batch')
     for norm in norms:
         mean, var = moments[id(norm)].result()
-        norm.running_mean.set_data(mean.astype(np.float32))
-        norm.running_var.set_data(var.astype(np.float32))
+        overwrite(norm.running_mean, mean)
+        overwrite(norm.running_var, var)
     return len(norms)
+
+
+def overwrite(param, value):
+    """Write ``value`` into every copy of ``param`` in place. ``Parameter.set_data`` would
+    make a trainer that updates on a distributed kvstore (dist_async) reset it, which mxnet
+    refuses."""
+    for array in param.list_data():
+        array[:] = mx.nd.array(np.asarray(value).reshape(param.shape), ctx=array.context,
+                               dtype=array.dtype)
 
 
 def fusion_batch_norms(net):

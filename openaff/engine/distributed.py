@@ -180,11 +180,11 @@ class Cluster:
         params = list(net.collect_params().values())
         flat = np.concatenate([p.data().asnumpy().ravel() for p in params])
         mean = self.allreduce(flat, 'parameters', average=True)
+        from ..batchnorm import overwrite
         offset = 0
         for param in params:
             size = int(np.prod(param.shape))
-            param.set_data(mx.nd.array(mean[offset:offset + size].reshape(param.shape),
-                                       dtype=param.dtype))
+            overwrite(param, mean[offset:offset + size])
             offset += size
 
     def parameter_digests(self, net):
