@@ -30,6 +30,8 @@ setup(
     long_description_content_type='text/markdown',
     python_requires='>=3.8,<3.12',
     packages=find_packages(include=['openaff', 'openaff.*']),
+    # the native operators are compiled on first use from this source (openaff/ops)
+    package_data={'openaff.ops': ['*.cc']},
     install_requires=STACK,
     extras_require={
         'cpu': ['mxnet==1.9.1'],

@@ -4,7 +4,8 @@ to a baseline first. Writes a table, JSON and a PNG (throughput against FLOPs an
 
     python -m openaff.benchmark                         # ImageNet set, CPU, batch 8, 224x224
     python -m openaff.benchmark --set cifar --batch-size 64
-    python -m openaff.benchmark --fusion-impl reference # the straightforward fusion algebra
+    python -m openaff.benchmark --models gluoncv:resnet50_v1d aff_resnet50@reference aff_resnet50
+                                                        # NAME@IMPL: one fusion algebra per row
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from dataclasses import asdict, dataclass
 
 import mxnet as mx
 import numpy as np
+
+from .fusion import IMPLEMENTATIONS, implementation
 
 SETS = {
     'imagenet': ['gluoncv:resnet50_v1d', 'aff_resnet50', 'iaff_resnet50', 'gluoncv:resnet101_v1d',
@@ -168,23 +171,35 @@ def build_parser():
     p.add_argument('--warmup', type=int, default=3)
     p.add_argument('--no-train', dest='train', action='store_false')
     p.add_argument('--optimize-for', default=None, help="subgraph backend, e.g. 'MKLDNN'")
-    p.add_argument('--fusion-impl', choices=('fast', 'reference'), default='fast',
-                   help='fusion algebra: the optimised one, or the original straightforward one')
+    p.add_argument('--fusion-impl', choices=IMPLEMENTATIONS, default='native',
+                   help='fusion algebra of rows without @IMPL: the fused native operator, the '
+                        'fewest MXNet operators, or the original straightforward algebra')
     p.add_argument('--out', default='runs/benchmark')
     return p
 
 
+def split_impl(entry, default):
+    """``'aff_resnet50@reference'`` -> ``('aff_resnet50', 'reference')``."""
+    name, _, impl = entry.partition('@')
+    impl = impl or default
+    if impl not in IMPLEMENTATIONS:
+        raise SystemExit(f'error: unknown fusion implementation {impl!r} in {entry!r}; '
+                         f'valid: {", ".join(IMPLEMENTATIONS)}')
+    return name, impl
+
+
 def main(argv=None):
-    from .fusion import implementation
     opt = build_parser().parse_args(argv)
     ctx = mx.gpu(0) if opt.ctx == 'gpu' else mx.cpu()
     models = opt.models or SETS[opt.set]
     baseline = opt.baseline or (BASELINES[opt.set] if BASELINES[opt.set] in models else models[0])
     results = []
-    with implementation(opt.fusion_impl):
-        for name in models:
+    for entry in models:
+        name, impl = split_impl(entry, opt.fusion_impl)
+        with implementation(impl):
             results.append(measure(name, opt, ctx))
-            print(f'measured {name}: {results[-1].infer_ips:.1f} img/s', file=sys.stderr)
+        results[-1].model = entry
+        print(f'measured {entry}: {results[-1].infer_ips:.1f} img/s', file=sys.stderr)
     print(table(results, baseline))
     os.makedirs(opt.out, exist_ok=True)
     stem = os.path.join(opt.out, f'benchmark-{opt.set}-{opt.ctx}-{opt.dtype}-{opt.fusion_impl}')

@@ -23,11 +23,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 from mxnet.gluon import nn
 from mxnet.gluon.block import HybridBlock
 
+from . import ops
+
 __all__ = [
     'AttentionalFusion', 'Stage', 'context_branch', 'get_fusion', 'list_fusions', 'implementation',
+    'IMPLEMENTATIONS',
     'MSCAM', 'AFF', 'iAFF',
 ]
 
@@ -62,16 +66,22 @@ def concat_channels(F, a, b):
     return F.reshape(F.stack(a, b, axis=1), shape=(0, -3, -2))
 
 
-_IMPLEMENTATION = ['fast']
+IMPLEMENTATIONS = ('native', 'fast', 'reference')
+_IMPLEMENTATION = ['native']
 
 
 @contextmanager
 def implementation(name):
-    """Build graphs (first forward after ``hybridize``, or every imperative call) with the
-    ``'fast'`` fusion algebra (default) or the original ``'reference'`` one, e.g. to measure
-    what the fast one gains. Both agree to float32 round-off."""
-    if name not in ('fast', 'reference'):
-        raise ValueError(f"implementation must be 'fast' or 'reference', got {name!r}")
+    """Build graphs (first forward after ``hybridize``, or every imperative call) with one
+    fusion algebra, e.g. to measure what the faster ones gain. All agree to float32 round-off.
+
+    * ``'native'`` (default): AFF's soft selection as one fused C++ operator
+      (:mod:`openaff.ops`) on CPU float32, the ``'fast'`` algebra elsewhere;
+    * ``'fast'``: the fewest plain MXNet operators;
+    * ``'reference'``: the original code's straightforward algebra.
+    """
+    if name not in IMPLEMENTATIONS:
+        raise ValueError(f'implementation must be one of {IMPLEMENTATIONS}, got {name!r}')
     previous = _IMPLEMENTATION[0]
     _IMPLEMENTATION[0] = name
     try:
@@ -81,7 +91,26 @@ def implementation(name):
 
 
 def _fast():
-    return _IMPLEMENTATION[0] == 'fast'
+    return _IMPLEMENTATION[0] != 'reference'
+
+
+def _amp_active():
+    from mxnet.contrib.amp import amp
+    return bool(getattr(amp, '_amp_initialized', False))
+
+
+def _native_ready(block):
+    """Whether ``block``'s graph will run where the native operator exists: every parameter
+    float32 on a CPU context, no AMP casting, and the library loaded."""
+    if _IMPLEMENTATION[0] != 'native' or _amp_active():
+        return False
+    params = list(block.collect_params().values())
+    try:
+        on_cpu = all(ctx.device_type == 'cpu' for p in params for ctx in p.list_ctx())
+    except RuntimeError:  # not initialised: no context to run on yet
+        return False
+    return bool(params) and on_cpu and all(np.dtype(p.dtype) == np.float32 for p in params) \
+        and ops.available()
 
 
 def _sigmoid(F, z):
@@ -166,6 +195,10 @@ class AttentionalFusion(HybridBlock):
         self._source = source
         self._pre = pre
         self._return_weight = return_weight
+        pooled = {name: spec.get('pooled', False) for name, spec in branches}
+        self._fused_pairs = [_local_global_pair(stage, pooled) for stage in stages]
+        if return_weight and self._fused_pairs:
+            self._fused_pairs[-1] = None  # the weights themselves are the output
         with self.name_scope():
             for name, spec in branches:
                 setattr(self, name, context_branch(name, **spec))
@@ -194,10 +227,43 @@ class AttentionalFusion(HybridBlock):
         source = self._attention_source(F, x, residual)
         if self._pre:
             source = getattr(self, self._pre)(source)
-        for stage in self._stages:
+        native = any(self._fused_pairs) and _native_ready(self)
+        plain_inputs = None  # converted once, shared by the stages of iterative fusions
+        for stage, pair in zip(self._stages, self._fused_pairs):
+            if native and pair:
+                local, glob = (getattr(self, name)(source) for name in pair)
+                plain_inputs = plain_inputs or (_plain_copy(F, x), _plain_view(F, residual))
+                source = F.openaff_soft_select(_plain_copy(F, local), glob, *plain_inputs,
+                                               scale=stage.scale)
+                continue
             weight = self._weight(F, stage, source)
             source = COMBINE_RULES[stage.rule](F, x, residual, weight, stage.scale)
         return weight if self._return_weight else source
+
+
+# The native operator needs plain-layout inputs. Converting oneDNN-layout arrays with MXNet
+# operators (cached oneDNN reorders into planned memory) is several times faster than the
+# conversion MXNet's extension-operator dispatcher makes itself.
+def _plain_copy(F, value):
+    """A plain-layout copy: one reorder, leaving ``value`` as it is for its other readers.
+    For conv/BN outputs, which oneDNN keeps in a blocked layout."""
+    return F.transpose(value, axes=(0, 1, 2, 3))
+
+
+def _plain_view(F, value):
+    """``value`` in plain layout, converted in place (free when it is plain already). For the
+    residual, usually the plain output of the previous fusion."""
+    return F.reshape(value, shape=(0, 0, 0, 0))
+
+
+def _local_global_pair(stage, pooled):
+    """``(local, global)`` branch names when ``stage`` is a soft selection by
+    ``sigmoid(local + global)`` -- what the native operator computes -- else None."""
+    if stage.rule != 'select' or stage.merge != 'add' or stage.post or len(stage.branches) != 2:
+        return None
+    local = [name for name in stage.branches if not pooled[name]]
+    glob = [name for name in stage.branches if pooled[name]]
+    return (local[0], glob[0]) if len(local) == len(glob) == 1 else None
 
 
 # ---------------------------------------------------------------- branch specifications

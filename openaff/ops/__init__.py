@@ -1,0 +1,132 @@
+"""Native (C++) operators for the fusion blocks, built on first use and loaded into MXNet.
+
+MXNet 1.9.1 on CPU has no oneDNN element-wise multiply: the Python form of AFF's soft
+selection (Dai et al., WACV 2021, Sec. 3.3) runs as several broadcast operators, each of which
+reorders its oneDNN-layout inputs to the plain layout and makes its own pass over the maps.
+``openaff_soft_select`` does the whole selection in one pass. It is compiled with the system
+C++ compiler against the headers shipped in the mxnet wheel (MXNet's extension library API),
+cached per source, MXNet version and CPU, and loaded with :func:`mxnet.library.load`.
+
+Where it cannot be built (no compiler), the fusion blocks use the Python algebra and say so
+once. ``OPENAFF_NATIVE_OPS=0`` turns the native operators off; ``OPENAFF_CACHE`` moves the
+cache (default ``~/.cache/openaff``). ``python -m openaff.ops`` builds ahead of time.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+
+import mxnet as mx
+
+__all__ = ['available', 'library_path', 'build', 'SOURCES']
+
+HERE = pathlib.Path(__file__).parent
+SOURCES = (HERE / 'soft_select.cc',)
+_STATE = {}
+
+
+def _mxnet_dir():
+    return pathlib.Path(mx.__file__).parent
+
+
+def _cpu_signature():
+    """The CPU's feature flags: the library is built with ``-march=native``."""
+    try:
+        with open('/proc/cpuinfo', encoding='utf-8') as handle:
+            return next((line for line in handle if line.startswith('flags')), '')
+    except OSError:
+        return ''
+
+
+def _compiler():
+    return os.environ.get('CXX') or shutil.which('g++') or shutil.which('c++')
+
+
+def _flags():
+    return ['-O3', '-ffast-math', '-fopenmp', '-march=native', '-shared', '-fPIC', '-std=c++17']
+
+
+def library_path():
+    """Where the built library for this source, MXNet, compiler and CPU is cached."""
+    digest = hashlib.sha1()
+    for part in [path.read_bytes() for path in SOURCES] + [
+            mx.__version__, str(_compiler()), ' '.join(_flags()), _cpu_signature()]:
+        digest.update(part if isinstance(part, bytes) else part.encode())
+    root = pathlib.Path(os.environ.get('OPENAFF_CACHE', pathlib.Path.home() / '.cache' / 'openaff'))
+    return root / 'ops' / f'libopenaff_ops-{digest.hexdigest()[:16]}.so'
+
+
+def build(target=None):
+    """Compile the operators into ``target`` (default :func:`library_path`); return the path.
+
+    Written to a temporary file and renamed, so concurrent builders (several workers on one
+    host) never load a half-written library. Raises ``RuntimeError`` with the compiler's
+    message on failure."""
+    target = pathlib.Path(target or library_path())
+    compiler = _compiler()
+    if compiler is None:
+        raise RuntimeError('no C++ compiler found (set CXX or install g++)')
+    lib_api = _mxnet_dir() / 'src' / 'lib_api.cc'
+    include = _mxnet_dir() / 'include'
+    if not lib_api.exists():
+        raise RuntimeError(f'this mxnet has no extension API sources ({lib_api} missing)')
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(suffix='.so', dir=target.parent)
+    os.close(handle)
+    command = [compiler, *_flags(), f'-I{include}', *map(str, SOURCES), str(lib_api),
+               '-o', partial]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        os.unlink(partial)
+        raise RuntimeError(f'compiling the native operators failed:\n{done.stderr[-2000:]}')
+    os.replace(partial, target)
+    return target
+
+
+def _enabled():
+    return os.environ.get('OPENAFF_NATIVE_OPS', '1').lower() not in ('0', 'false', 'no', 'off')
+
+
+def available():
+    """Whether the native operators are loaded into MXNet (building them if needed).
+
+    The first call builds or loads; later calls return the cached answer."""
+    if 'loaded' not in _STATE:
+        _STATE['loaded'] = _enabled() and _load()
+    return _STATE['loaded']
+
+
+def _load():
+    path = library_path()
+    try:
+        if not path.exists():
+            build(path)
+        mx.library.load(str(path), verbose=False)
+    except (RuntimeError, OSError, mx.base.MXNetError) as error:
+        warnings.warn(f'openaff: native fusion operators unavailable, using the Python '
+                      f'algebra instead: {error}', RuntimeWarning, stacklevel=3)
+        return False
+    return True
+
+
+def main(argv=None):
+    """``python -m openaff.ops``: build (or rebuild with ``--force``) and report the library."""
+    import argparse
+    parser = argparse.ArgumentParser(prog='python -m openaff.ops', description=main.__doc__)
+    parser.add_argument('--force', action='store_true', help='rebuild even if cached')
+    opt = parser.parse_args(argv)
+    path = library_path()
+    if opt.force or not path.exists():
+        try:
+            build(path)
+        except RuntimeError as error:
+            print(f'error: {error}', file=sys.stderr)
+            return 1
+    print(path)
+    return 0
