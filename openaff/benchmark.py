@@ -15,6 +15,7 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -36,17 +37,23 @@ BASELINES = {'imagenet': 'gluoncv:resnet50_v1d', 'cifar': 'gluoncv:cifar_resnet5
 
 @dataclass
 class Result:
+    """One row. Ratios are medians over rounds of (baseline time / this model's time), each
+    round timing the baseline and this model back to back, so that drift in the machine's
+    speed cancels; the absolute figures are medians over the rounds."""
     model: str
     params_m: float
     gflops: float
     infer_ips: float = 0.0
     train_ips: float = 0.0
     latency_ms: float = 0.0
-    peak_rss_mb: float = 0.0
+    memory_mb: float = 0.0
+    infer_ratio: float = 1.0
+    train_ratio: float = float('nan')
+    latency_ratio: float = 1.0
 
 
 def build(name, classes, ctx, dtype):
-    """An initialised, hybridized network: ``gluoncv:NAME`` or an openaff zoo name."""
+    """An initialised network: ``gluoncv:NAME`` or an openaff zoo name."""
     if name.startswith('gluoncv:'):
         from gluoncv.model_zoo import get_model
         net = get_model(name.split(':', 1)[1], classes=classes)
@@ -64,17 +71,40 @@ def _count(net, size, ctx):
     return result.weight_params / 1e6, result.flops / 1e9
 
 
-def _time_calls(step, repeats, warmup):
-    for _ in range(warmup):
-        step()
+def peak_memory_mb(entry, argv):
+    """Peak memory of a fresh process that builds ``entry`` and runs its inference (and
+    training) steps once: host RSS on CPU, device memory in use on GPU. Returns NaN (and
+    says why) if that process fails."""
+    command = [sys.executable, '-m', 'openaff.benchmark', *argv, '--probe-memory', entry]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        print(f'memory probe of {entry} failed: {done.stderr.strip()[-500:]}', file=sys.stderr)
+        return float('nan')
+    return float(done.stdout.split()[-1])
+
+
+def _probe_memory(entry, opt, ctx):
+    Candidate(entry, opt, ctx)
+    if ctx.device_type == 'gpu':
+        free, total = mx.context.gpu_memory_info(ctx.device_id)
+        return (total - free) / 2 ** 20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _timed(step):
+    tic = time.perf_counter()
+    step()
     mx.nd.waitall()
-    times = []
-    for _ in range(repeats):
-        tic = time.perf_counter()
-        step()
-        mx.nd.waitall()
-        times.append(time.perf_counter() - tic)
-    return statistics.median(times)
+    return time.perf_counter() - tic
+
+
+def paired_times(steps, rounds, warmup):
+    """Time several steps round-robin: ``rounds`` lists of one time per step."""
+    for step in steps:
+        for _ in range(warmup):
+            step()
+    mx.nd.waitall()
+    return [[_timed(step) for step in steps] for _ in range(rounds)]
 
 
 def inference_step(net, batch):
@@ -96,41 +126,81 @@ def training_step(net, batch, classes):
     return step
 
 
-def measure(name, opt, ctx):
-    """One model: counts, then timings (inference, training, batch-1 latency)."""
-    classes = 100 if opt.set == 'cifar' else 1000
-    size = opt.input_size or (32 if opt.set == 'cifar' else 224)
-    net = build(name, classes, ctx, opt.dtype)
-    params_m, gflops = _count(net, size, ctx)
-    net.hybridize(static_alloc=True, static_shape=True)
-    if opt.optimize_for:
-        net.optimize_for(mx.nd.zeros((opt.batch_size, 3, size, size), ctx=ctx, dtype=opt.dtype),
-                         backend=opt.optimize_for, static_alloc=True, static_shape=True)
-    batch = mx.nd.random.uniform(shape=(opt.batch_size, 3, size, size), ctx=ctx).astype(opt.dtype)
-    result = Result(name, params_m, gflops)
-    result.infer_ips = opt.batch_size / _time_calls(inference_step(net, batch), opt.repeats,
-                                                    opt.warmup)
-    single = batch[:1]
-    result.latency_ms = 1000 * _time_calls(inference_step(net, single), opt.repeats, opt.warmup)
-    if opt.train and not opt.optimize_for:
-        train_net = build(name, classes, ctx, opt.dtype)
-        train_net.hybridize(static_alloc=True, static_shape=True)
-        result.train_ips = opt.batch_size / _time_calls(
-            training_step(train_net, batch, classes), max(3, opt.repeats // 2), opt.warmup)
-    result.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+class Candidate:
+    """One row's networks and steps, built with its fusion implementation (graphs are built
+    on the first call, inside the ``implementation`` context)."""
+
+    def __init__(self, entry, opt, ctx):
+        self.entry = entry
+        name, impl = split_impl(entry, opt.fusion_impl)
+        classes = 100 if opt.set == 'cifar' else 1000
+        size = opt.input_size or (32 if opt.set == 'cifar' else 224)
+        batch = mx.nd.random.uniform(shape=(opt.batch_size, 3, size, size), ctx=ctx)
+        batch = batch.astype(opt.dtype)
+        with implementation(impl):
+            net = build(name, classes, ctx, opt.dtype)
+            self.params_m, self.gflops = _count(net, size, ctx)
+            net.hybridize(static_alloc=True, static_shape=True)
+            if opt.optimize_for:
+                net.optimize_for(batch, backend=opt.optimize_for, static_alloc=True,
+                                 static_shape=True)
+            self.infer = inference_step(net, batch)
+            self.single = inference_step(net, batch[:1])
+            self.infer(), self.single()
+            self.train = None
+            if opt.train and not opt.optimize_for:
+                train_net = build(name, classes, ctx, opt.dtype)
+                train_net.hybridize(static_alloc=True, static_shape=True)
+                self.train = training_step(train_net, batch, classes)
+                self.train()
+        mx.nd.waitall()
+        self.batch_size = opt.batch_size
+
+
+def compare(base, other, opt):
+    """``other``'s row, its timings interleaved with ``base``'s (``other`` may be ``base``)."""
+    result = Result(other.entry, other.params_m, other.gflops)
+    metrics = [('infer', 'infer', opt.repeats), ('latency', 'single', opt.repeats)]
+    if other.train and base.train:
+        metrics.append(('train', 'train', max(3, opt.repeats // 2)))
+    for metric, attr, rounds in metrics:
+        pair = [getattr(base, attr), getattr(other, attr)]
+        rounds_ = paired_times(pair, rounds, opt.warmup)
+        own = statistics.median(r[1] for r in rounds_)
+        ratio = statistics.median(r[0] / r[1] for r in rounds_)
+        if metric == 'latency':
+            result.latency_ms, result.latency_ratio = 1000 * own, ratio
+        else:
+            setattr(result, f'{metric}_ips', other.batch_size / own)
+            setattr(result, f'{metric}_ratio', ratio)
     return result
+
+
+def measure_all(models, baseline, opt, ctx, argv):
+    """Rows in ``models`` order; each model is timed against the baseline, then dropped."""
+    base = Candidate(baseline, opt, ctx)
+    results = []
+    for entry in models:
+        other = base if entry == baseline else Candidate(entry, opt, ctx)
+        results.append(compare(base, other, opt))
+        if opt.memory:
+            results[-1].memory_mb = peak_memory_mb(entry, argv)
+        print(f'measured {entry}: {results[-1].infer_ips:.1f} img/s, '
+              f'{results[-1].infer_ratio:.3f}x the baseline', file=sys.stderr)
+    return results
 
 
 def table(results, baseline):
     base = next((r for r in results if r.model == baseline), results[0])
-    header = (f'{"model":<28} {"infer x":>8} {"train x":>8} {"img/s":>8} {"train img/s":>11} '
-              f'{"b1 ms":>7} {"GFLOPs":>7} {"params M":>8} {"FLOPs x":>7}')
+    header = (f'{"model":<30} {"infer x":>7} {"train x":>7} {"b1 x":>6} {"img/s":>7} '
+              f'{"train img/s":>11} {"b1 ms":>7} {"GFLOPs":>6} {"params M":>8} {"FLOPs x":>7} '
+              f'{"peak MB":>7}')
     lines = [header, '-' * len(header)]
     for r in results:
-        train_ratio = r.train_ips / base.train_ips if base.train_ips else float('nan')
-        lines.append(f'{r.model:<28} {r.infer_ips / base.infer_ips:>8.3f} {train_ratio:>8.3f} '
-                     f'{r.infer_ips:>8.1f} {r.train_ips:>11.1f} {r.latency_ms:>7.1f} '
-                     f'{r.gflops:>7.2f} {r.params_m:>8.2f} {r.gflops / base.gflops:>7.3f}')
+        lines.append(f'{r.model:<30} {r.infer_ratio:>7.3f} {r.train_ratio:>7.3f} '
+                     f'{r.latency_ratio:>6.3f} {r.infer_ips:>7.1f} {r.train_ips:>11.1f} '
+                     f'{r.latency_ms:>7.1f} {r.gflops:>6.2f} {r.params_m:>8.2f} '
+                     f'{r.gflops / base.gflops:>7.3f} {r.memory_mb:>7.0f}')
     return '\n'.join(lines)
 
 
@@ -167,13 +237,17 @@ def build_parser():
     p.add_argument('--dtype', default='float32')
     p.add_argument('--batch-size', type=int, default=8)
     p.add_argument('--input-size', type=int, default=None)
-    p.add_argument('--repeats', type=int, default=10)
+    p.add_argument('--repeats', type=int, default=10,
+                   help='timed rounds (each: baseline then model) per metric')
     p.add_argument('--warmup', type=int, default=3)
     p.add_argument('--no-train', dest='train', action='store_false')
     p.add_argument('--optimize-for', default=None, help="subgraph backend, e.g. 'MKLDNN'")
     p.add_argument('--fusion-impl', choices=IMPLEMENTATIONS, default='native',
                    help='fusion algebra of rows without @IMPL: the fused native operator, the '
                         'fewest MXNet operators, or the original straightforward algebra')
+    p.add_argument('--no-memory', dest='memory', action='store_false',
+                   help='skip the peak-memory probes (one fresh process per model)')
+    p.add_argument('--probe-memory', metavar='MODEL', help=argparse.SUPPRESS)
     p.add_argument('--out', default='runs/benchmark')
     return p
 
@@ -189,17 +263,23 @@ def split_impl(entry, default):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     opt = build_parser().parse_args(argv)
     ctx = mx.gpu(0) if opt.ctx == 'gpu' else mx.cpu()
+    if opt.probe_memory:
+        print(f'{_probe_memory(opt.probe_memory, opt, ctx):.1f}')
+        return 0
     models = opt.models or SETS[opt.set]
     baseline = opt.baseline or (BASELINES[opt.set] if BASELINES[opt.set] in models else models[0])
-    results = []
+    if baseline not in models:
+        models = [baseline] + models
     for entry in models:
-        name, impl = split_impl(entry, opt.fusion_impl)
-        with implementation(impl):
-            results.append(measure(name, opt, ctx))
-        results[-1].model = entry
-        print(f'measured {entry}: {results[-1].infer_ips:.1f} img/s', file=sys.stderr)
+        split_impl(entry, opt.fusion_impl)  # reject a bad @IMPL before any timing
+    try:
+        results = measure_all(models, baseline, opt, ctx, argv)
+    except ValueError as error:  # unknown model name
+        print(f'error: {error}', file=sys.stderr)
+        return 2
     print(table(results, baseline))
     os.makedirs(opt.out, exist_ok=True)
     stem = os.path.join(opt.out, f'benchmark-{opt.set}-{opt.ctx}-{opt.dtype}-{opt.fusion_impl}')

@@ -2,19 +2,33 @@
 measured by the harness, never asserted here)."""
 import json
 
+import pytest
+
 from openaff.benchmark import main
 
 
 def test_harness_writes_table_json_and_png(tmp_path, capsys):
     code = main(['--set', 'cifar', '--models', 'gluoncv:cifar_resnet20_v2', 'cifar_aff_resnet32',
-                 '--batch-size', '2', '--repeats', '1', '--warmup', '0', '--out', str(tmp_path)])
+                 'cifar_aff_resnet32@reference', '--batch-size', '2', '--repeats', '2',
+                 '--warmup', '0', '--out', str(tmp_path)])
     assert code == 0
     out = capsys.readouterr().out
     assert 'infer x' in out and 'cifar_aff_resnet32' in out
     report = json.loads(next(tmp_path.glob('*.json')).read_text())
     assert report['baseline'] == 'gluoncv:cifar_resnet20_v2'
     names = [r['model'] for r in report['results']]
-    assert names == ['gluoncv:cifar_resnet20_v2', 'cifar_aff_resnet32']
+    assert names == ['gluoncv:cifar_resnet20_v2', 'cifar_aff_resnet32',
+                     'cifar_aff_resnet32@reference']
     assert all(r['infer_ips'] > 0 and r['train_ips'] > 0 and r['gflops'] > 0
+               and r['infer_ratio'] > 0 and r['train_ratio'] > 0 and r['memory_mb'] > 100
                for r in report['results'])
+    # the same network under two fusion algebras: same counts
+    assert report['results'][1]['gflops'] == report['results'][2]['gflops']
     assert next(tmp_path.glob('*.png')).stat().st_size > 1000
+
+
+def test_bad_names_are_one_line_errors(tmp_path, capsys):
+    assert main(['--models', 'no_such_net', '--no-memory', '--out', str(tmp_path)]) == 2
+    assert 'unknown model' in capsys.readouterr().err
+    with pytest.raises(SystemExit, match='unknown fusion implementation'):
+        main(['--models', 'aff_resnet50@slow', '--out', str(tmp_path)])

@@ -1,0 +1,144 @@
+"""The native fused soft selection (openaff.ops): same numbers and gradients as the original
+algebra, really used where it applies, and a clean fallback where it cannot be built."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+from openaff import fusion, ops
+from openaff.fusion import get_fusion, list_fusions
+from conftest import REPO, random_input
+
+CHANNELS = 16
+
+if shutil.which(os.environ.get('CXX', 'g++')) is None:
+    pytest.skip('no C++ compiler: the native operators cannot be built here',
+                allow_module_level=True)
+
+
+def fused_fusions():
+    """Catalog entries with at least one stage the native operator computes."""
+    return [name for name in list_fusions()
+            if any(getattr(get_fusion(name, CHANNELS), "_fused_pairs", ()))]
+
+
+def test_the_library_builds_and_loads():
+    assert ops.available(), 'a compiler is present, so the native operators must load'
+
+
+def test_aff_and_iaff_are_fused():
+    assert {'ASKCFuse', 'ResGlobLocaforGlobLocaChaFuse', 'LCNASKCFuse'} <= set(fused_fusions())
+
+
+def _run(name, impl, hybridize, x, y):
+    """Output, input gradients and parameter gradients of a freshly seeded block."""
+    mx.random.seed(7)
+    with fusion.implementation(impl):
+        block = get_fusion(name, channels=CHANNELS)
+        block.initialize(mx.init.Normal(0.5))
+        if hybridize:
+            block.hybridize()
+        x, y = x.copy(), y.copy()
+        x.attach_grad()
+        y.attach_grad()
+        with mx.autograd.record():
+            out = block(x, y)
+        out.backward(mx.nd.array(np.linspace(-1, 1, out.size).reshape(out.shape)))
+    grads = [p.grad().asnumpy() for p in block.collect_params().values()
+             if p.grad_req != 'null']
+    return block, [out.asnumpy(), x.grad.asnumpy(), y.grad.asnumpy()] + grads
+
+
+@pytest.mark.parametrize('hybridize', [False, True], ids=['imperative', 'hybridized'])
+@pytest.mark.parametrize('name', fused_fusions())
+def test_native_matches_the_reference_algebra(name, hybridize):
+    x, y = random_input(2, CHANNELS, 5, 6), random_input(2, CHANNELS, 5, 6)
+    block, native = _run(name, 'native', hybridize, x, y)
+    _, reference = _run(name, 'reference', hybridize, x, y)
+    if hybridize:
+        graph = block._cached_graph[1].tojson()
+        assert 'openaff_soft_select' in graph, 'the native operator was not used'
+    for got, expected in zip(native, reference):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_unfused_stages_keep_the_python_algebra():
+    block = get_fusion('MSCAM', channels=CHANNELS)
+    block.initialize()
+    block.hybridize()
+    block(random_input(1, CHANNELS, 3, 3), random_input(1, CHANNELS, 3, 3))
+    assert 'openaff_soft_select' not in block._cached_graph[1].tojson()
+
+
+def test_float64_networks_use_the_python_algebra():
+    block = get_fusion('AFF', channels=CHANNELS)
+    block.initialize()
+    block.cast('float64')
+    block.hybridize()
+    x = random_input(1, CHANNELS, 3, 3).astype('float64')
+    out = block(x, x)
+    assert out.dtype == np.float64
+    assert 'openaff_soft_select' not in block._cached_graph[1].tojson()
+
+
+@pytest.mark.parametrize('shapes, message', [
+    (((2, 4, 3, 3), (2, 4, 1, 1), (2, 4, 3, 3), (2, 4, 3, 2)), 'one shape'),
+    (((2, 4, 3, 3), (2, 4, 3, 3), (2, 4, 3, 3), (2, 4, 3, 3)), '(N, C, 1'),
+])
+def test_operator_rejects_mismatched_shapes(shapes, message):
+    assert ops.available()
+    arrays = [mx.nd.ones(shape) for shape in shapes]
+    with pytest.raises(mx.base.MXNetError, match=message.replace('(', r'\(')):
+        mx.nd.openaff_soft_select(*arrays, scale=2).wait_to_read()
+
+
+def _python(code, **env):
+    return subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                          cwd=REPO, env={**os.environ, **env}, timeout=300)
+
+
+PROBE = '''
+import json, warnings
+import mxnet as mx
+from openaff import ops
+from openaff.fusion import get_fusion
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter('always')
+    block = get_fusion('AFF', channels=8)
+    block.initialize()
+    block.hybridize()
+    out = block(mx.nd.ones((1, 8, 2, 2)), mx.nd.ones((1, 8, 2, 2)))
+print(json.dumps({'available': ops.available(), 'shape': out.shape,
+                  'native': 'openaff_soft_select' in block._cached_graph[1].tojson(),
+                  'warnings': [str(w.message) for w in caught]}))
+'''
+
+
+def test_switched_off_by_the_environment(tmp_path):
+    done = _python(PROBE, OPENAFF_NATIVE_OPS='0', OPENAFF_CACHE=str(tmp_path))
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report == {'available': False, 'shape': [1, 8, 2, 2], 'native': False,
+                      'warnings': []}
+
+
+def test_a_failed_build_warns_once_and_falls_back(tmp_path):
+    done = _python(PROBE, CXX='false', OPENAFF_CACHE=str(tmp_path))
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert not report['available'] and not report['native']
+    assert report['shape'] == [1, 8, 2, 2]
+    assert len(report['warnings']) == 1 and 'Python algebra' in report['warnings'][0]
+
+
+def test_ahead_of_time_build_command(tmp_path):
+    done = subprocess.run([sys.executable, '-m', 'openaff.ops'], capture_output=True,
+                          text=True, cwd=REPO, timeout=300,
+                          env={**os.environ, 'OPENAFF_CACHE': str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    built = tmp_path / 'ops'
+    assert [p.name for p in built.iterdir()] == [os.path.basename(done.stdout.strip())]
+    assert os.path.getsize(done.stdout.strip()) > 10_000
