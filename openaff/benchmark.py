@@ -1,6 +1,7 @@
-"""Side-by-side speed of AFF/iAFF networks and GluonCV baselines, measured in one process run:
+"""Side-by-side speed of AFF/iAFF networks (Dai et al., WACV 2021) and GluonCV baselines:
 inference and training images/s, batch-1 latency, FLOPs and parameters, peak memory; ratios
-to a baseline first. Writes a table, JSON and a PNG (throughput against FLOPs and parameters).
+to a baseline first, each model timed in rounds interleaved with the baseline in one process.
+Writes a table, JSON and a PNG (throughput against FLOPs and parameters).
 
     python -m openaff.benchmark                         # ImageNet set, CPU, batch 8, 224x224
     python -m openaff.benchmark --set cifar --batch-size 64
@@ -105,6 +106,11 @@ def paired_times(steps, rounds, warmup):
             step()
     mx.nd.waitall()
     return [[_timed(step) for step in steps] for _ in range(rounds)]
+
+
+def median_time(step, repeats, warmup):
+    """Median seconds of one call of ``step`` (after ``warmup`` untimed calls)."""
+    return statistics.median(times[0] for times in paired_times([step], repeats, warmup))
 
 
 def inference_step(net, batch):

@@ -16,7 +16,7 @@ import sys
 
 import mxnet as mx
 
-from .benchmark import _time_calls, inference_step, machine, training_step
+from .benchmark import inference_step, machine, median_time, training_step
 
 RESNET20 = ['--model', 'resnet', '--blocks', '3', '--channel-times', '1']
 CIFAR_SET = {
@@ -102,8 +102,8 @@ def costs(opt, model_args):
     summary = summarize(net, (1, 3, size, size))
     net.hybridize(static_alloc=True, static_shape=True)
     batch = mx.nd.random.uniform(shape=(opt.speed_batch, 3, size, size))
-    infer = opt.speed_batch / _time_calls(inference_step(net, batch), opt.repeats, 2)
-    train = opt.speed_batch / _time_calls(training_step(net, batch, classes), opt.repeats, 2)
+    infer = opt.speed_batch / median_time(inference_step(net, batch), opt.repeats, 2)
+    train = opt.speed_batch / median_time(training_step(net, batch, classes), opt.repeats, 2)
     return {'params_m': summary.weight_params / 1e6, 'gflops': summary.flops / 1e9,
             'train_ips': train, 'infer_ips': infer}
 

@@ -142,3 +142,15 @@ def test_ahead_of_time_build_command(tmp_path):
     built = tmp_path / 'ops'
     assert [p.name for p in built.iterdir()] == [os.path.basename(done.stdout.strip())]
     assert os.path.getsize(done.stdout.strip()) > 10_000
+
+
+def test_loads_and_runs_beside_horovod(tmp_path):
+    """Regression: before the library kept its C++ symbols private, loading it after
+    horovod.mxnet died with SIGFPE, and running it next to horovod with "free(): invalid
+    pointer"."""
+    pytest.importorskip('horovod.mxnet')
+    done = _python('import horovod.mxnet\n' + PROBE, OPENAFF_CACHE=str(tmp_path))
+    assert done.returncode == 0, done.stderr[-1000:]
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report == {'available': True, 'shape': [1, 8, 2, 2], 'native': True,
+                      'warnings': []}

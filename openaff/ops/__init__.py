@@ -28,6 +28,7 @@ __all__ = ['available', 'library_path', 'build', 'SOURCES']
 
 HERE = pathlib.Path(__file__).parent
 SOURCES = (HERE / 'soft_select.cc',)
+EXPORTS = HERE / 'exports.map'  # linker version script: only MXNet's entry points are public
 _STATE = {}
 
 
@@ -49,13 +50,14 @@ def _compiler():
 
 
 def _flags():
-    return ['-O3', '-ffast-math', '-fopenmp', '-march=native', '-shared', '-fPIC', '-std=c++17']
+    return ['-O3', '-ffast-math', '-fopenmp', '-march=native', '-shared', '-fPIC', '-std=c++17',
+            f'-Wl,--version-script={EXPORTS}']
 
 
 def library_path():
     """Where the built library for this source, MXNet, compiler and CPU is cached."""
     digest = hashlib.sha1()
-    for part in [path.read_bytes() for path in SOURCES] + [
+    for part in [path.read_bytes() for path in (*SOURCES, EXPORTS)] + [
             mx.__version__, str(_compiler()), ' '.join(_flags()), _cpu_signature()]:
         digest.update(part if isinstance(part, bytes) else part.encode())
     root = pathlib.Path(os.environ.get('OPENAFF_CACHE', pathlib.Path.home() / '.cache' / 'openaff'))
