@@ -14,6 +14,7 @@ cache (default ``~/.cache/openaff``). ``python -m openaff.ops`` builds ahead of 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import pathlib
 import shutil
@@ -81,6 +82,8 @@ def build(target=None):
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, partial = tempfile.mkstemp(suffix='.so', dir=target.parent)
     os.close(handle)
+    logging.getLogger(__name__).info('building the native fusion operators into %s (once)',
+                                     target)
     command = [compiler, *_flags(), f'-I{include}', *map(str, SOURCES), str(lib_api),
                '-o', partial]
     done = subprocess.run(command, capture_output=True, text=True)
