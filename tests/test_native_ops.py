@@ -154,3 +154,78 @@ def test_loads_and_runs_beside_horovod(tmp_path):
     report = json.loads(done.stdout.splitlines()[-1])
     assert report == {'available': True, 'shape': [1, 8, 2, 2], 'native': True,
                       'warnings': []}
+
+
+def _python_select(local, glob, x, fourth, scale, y_is_sum):
+    """The operator's definition in plain MXNet algebra (autograd gives its gradients)."""
+    y = fourth - x if y_is_sum else fourth
+    w = mx.nd.sigmoid(mx.nd.broadcast_add(local, glob))
+    out = scale * (y + w * (x - y))
+    return out, mx.nd.mean(out, axis=(2, 3), keepdims=True)
+
+
+@pytest.mark.parametrize('y_is_sum', [False, True], ids=['y', 'sum'])
+@pytest.mark.parametrize('pooled', [False, True], ids=['single', 'pooled'])
+def test_operator_options_match_their_definition(y_is_sum, pooled):
+    """``y_is_sum`` (the fourth input is x + y) and ``pooled`` (second output: the spatial
+    mean): outputs and the gradients of all four inputs, against the MXNet algebra."""
+    assert ops.available()
+    rng = np.random.default_rng(3)
+    inputs = [rng.standard_normal(s) for s in [(2, 5, 3, 4), (2, 5, 1, 1), (2, 5, 3, 4),
+                                                (2, 5, 3, 4)]]
+    results = []
+    for native in (True, False):
+        arrays = [mx.nd.array(value) for value in inputs]
+        for array in arrays:
+            array.attach_grad()
+        heads = [mx.nd.array(np.linspace(-1, 1, 120).reshape(2, 5, 3, 4)),
+                 mx.nd.array(np.linspace(2, -3, 10).reshape(2, 5, 1, 1))]
+        with mx.autograd.record():
+            if native:
+                out = mx.nd.openaff_soft_select(*arrays, scale=2, y_is_sum=y_is_sum,
+                                                pooled=pooled)
+                outs = list(out) if pooled else [out]
+            else:
+                outs = list(_python_select(*arrays, 2, y_is_sum))[:1 + pooled]
+        mx.autograd.backward(outs, heads[:len(outs)])
+        results.append([o.asnumpy() for o in outs] + [a.grad.asnumpy() for a in arrays])
+    for got, expected in zip(*results):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def _operator_attrs(block):
+    graph = json.loads(block._cached_graph[1].tojson())
+    return [node.get('attrs', {}) for node in graph['nodes']
+            if node['op'] == 'openaff_soft_select']
+
+
+def test_only_residuals_from_outside_take_the_sum_path():
+    """The first of two chained AFF blocks gets its residual from outside (a shortcut, maybe
+    channels-last) and uses x + residual; the second reads the first's plain output as is."""
+    from mxnet.gluon import nn
+    first, second = get_fusion('AFF', CHANNELS), get_fusion('AFF', CHANNELS)
+
+    class Chain(nn.HybridBlock):
+        def __init__(self):
+            super().__init__()
+            self.first, self.second = first, second
+
+        def hybrid_forward(self, F, x, y):
+            out = F.Activation(self.first(x, y), act_type='relu')
+            return self.second(x, out)
+
+    chain = Chain()
+    chain.initialize()
+    chain.hybridize()
+    chain(random_input(1, CHANNELS, 3, 3), random_input(1, CHANNELS, 3, 3))
+    assert [a['y_is_sum'] for a in _operator_attrs(chain)] == ['True', 'False']
+
+
+def test_iaff_hands_the_pooled_map_to_its_second_stage():
+    block = get_fusion('iAFF', channels=CHANNELS)
+    block.initialize()
+    block.hybridize()
+    block(random_input(1, CHANNELS, 3, 3), random_input(1, CHANNELS, 3, 3))
+    assert sorted(a['pooled'] for a in _operator_attrs(block)) == ['False', 'True']
+    graph = block._cached_graph[1].tojson()
+    assert graph.count('"op": "Pooling"') == 1, 'only the first stage pools its input'

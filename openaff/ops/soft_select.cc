@@ -9,9 +9,17 @@
 // One pass over the maps instead of the five or six broadcast operators of the Python form,
 // each of which would make MXNet reorder its oneDNN-layout inputs again. Loaded into MXNet with
 // mxnet.library.load (MXNet's extension library API, include/mxnet/lib_api.h).
+//
+// Attributes, each saving a pass over a map or a layout conversion in the residual blocks:
+//   scale         the factor in front (2 for AFF, 1 for iAFF);
+//   y_is_sum=1    the fourth input is s = x + y, the map the attention already read: y = s - x.
+//                 For shortcuts that oneDNN left in a layout whose conversion is slow;
+//   pooled=1      a second output, the spatial mean of out per sample and channel (N, C, 1, ...):
+//                 the global context of the next iAFF stage, without pooling a plain map again.
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "mxnet/lib_api.h"
 
@@ -19,9 +27,25 @@ using namespace mxnet::ext;
 
 namespace {
 
-float scale_of(const std::unordered_map<std::string, std::string>& attrs) {
+struct Options {
+  float scale = 1.0f;
+  bool y_is_sum = false;
+  bool pooled = false;
+};
+
+bool flag(const std::unordered_map<std::string, std::string>& attrs, const char* name) {
+  auto found = attrs.find(name);
+  return found != attrs.end() && (found->second == "1" || found->second == "True" ||
+                                  found->second == "true");
+}
+
+Options options_of(const std::unordered_map<std::string, std::string>& attrs) {
+  Options o;
   auto found = attrs.find("scale");
-  return found == attrs.end() ? 1.0f : std::stof(found->second);
+  if (found != attrs.end()) o.scale = std::stof(found->second);
+  o.y_is_sum = flag(attrs, "y_is_sum");
+  o.pooled = flag(attrs, "pooled");
+  return o;
 }
 
 // planes = N*C, each plane holds `area` elements sharing one global logit
@@ -38,44 +62,11 @@ Geometry geometry_of(const MXTensor& map) {
 
 inline float sigmoid(float z) { return 1.0f / (1.0f + std::exp(-z)); }
 
-MXReturnValue forward(const std::unordered_map<std::string, std::string>& attrs,
-                      std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
-                      const OpResource&) {
-  const float scale = scale_of(attrs);
-  const float* local = inputs->at(0).data<float>();
-  const float* global = inputs->at(1).data<float>();
-  const float* x = inputs->at(2).data<float>();
-  const float* y = inputs->at(3).data<float>();
-  float* out = outputs->at(0).data<float>();
-  const Geometry g = geometry_of(inputs->at(0));
-#pragma omp parallel for schedule(static)
-  for (int64_t plane = 0; plane < g.planes; ++plane) {
-    const int64_t begin = plane * g.area;
-    const float bias = global[plane];
-#pragma omp simd
-    for (int64_t i = begin; i < begin + g.area; ++i) {
-      const float w = sigmoid(local[i] + bias);
-      out[i] = scale * (y[i] + w * (x[i] - y[i]));
-    }
-  }
-  return MX_SUCCESS;
-}
-
-// inputs: d_out, local, global, x, y, out; outputs: d_local, d_global, d_x, d_y
-MXReturnValue backward(const std::unordered_map<std::string, std::string>& attrs,
-                       std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
-                       const OpResource&) {
-  const float scale = scale_of(attrs);
-  const float* d_out = inputs->at(0).data<float>();
-  const float* local = inputs->at(1).data<float>();
-  const float* global = inputs->at(2).data<float>();
-  const float* x = inputs->at(3).data<float>();
-  const float* y = inputs->at(4).data<float>();
-  float* d_local = outputs->at(0).data<float>();
-  float* d_global = outputs->at(1).data<float>();
-  float* d_x = outputs->at(2).data<float>();
-  float* d_y = outputs->at(3).data<float>();
-  const Geometry g = geometry_of(inputs->at(1));
+// One pass over the planes; the options are template arguments so that every combination
+// compiles to its own branch-free vector loop.
+template <bool YIsSum>
+void forward_planes(const Geometry& g, float scale, const float* local, const float* global,
+                    const float* x, const float* fourth, float* out, float* pooled) {
 #pragma omp parallel for schedule(static)
   for (int64_t plane = 0; plane < g.planes; ++plane) {
     const int64_t begin = plane * g.area;
@@ -84,22 +75,89 @@ MXReturnValue backward(const std::unordered_map<std::string, std::string>& attrs
 #pragma omp simd reduction(+ : plane_sum)
     for (int64_t i = begin; i < begin + g.area; ++i) {
       const float w = sigmoid(local[i] + bias);
-      const float grad = scale * d_out[i];
-      d_x[i] = grad * w;
-      d_y[i] = grad - grad * w;
-      const float d_logit = grad * (x[i] - y[i]) * w * (1.0f - w);
+      const float y = YIsSum ? fourth[i] - x[i] : fourth[i];
+      const float value = scale * (y + w * (x[i] - y));
+      out[i] = value;
+      plane_sum += value;
+    }
+    if (pooled) pooled[plane] = plane_sum / static_cast<float>(g.area);
+  }
+}
+
+template <bool YIsSum>
+void backward_planes(const Geometry& g, float scale, const float* d_out, const float* d_pooled,
+                     const float* local, const float* global, const float* x,
+                     const float* fourth, float* d_local, float* d_global,
+                     float* d_x, float* d_fourth) {
+#pragma omp parallel for schedule(static)
+  for (int64_t plane = 0; plane < g.planes; ++plane) {
+    const int64_t begin = plane * g.area;
+    const float bias = global[plane];
+    const float pooled_grad = d_pooled ? d_pooled[plane] / static_cast<float>(g.area) : 0.0f;
+    float plane_sum = 0.0f;
+#pragma omp simd reduction(+ : plane_sum)
+    for (int64_t i = begin; i < begin + g.area; ++i) {
+      const float w = sigmoid(local[i] + bias);
+      const float y = YIsSum ? fourth[i] - x[i] : fourth[i];
+      const float grad = scale * (d_out[i] + pooled_grad);
+      const float d_y = grad - grad * w;
+      d_x[i] = YIsSum ? grad * w - d_y : grad * w;  // with y = s - x, s gets y's gradient
+      d_fourth[i] = d_y;
+      const float d_logit = grad * (x[i] - y) * w * (1.0f - w);
       d_local[i] = d_logit;
       plane_sum += d_logit;
     }
     d_global[plane] = plane_sum;
   }
+}
+
+template <typename Kernel>
+void dispatch(const Options& o, Kernel&& kernel) {
+  if (o.y_is_sum) kernel(std::true_type{});
+  else kernel(std::false_type{});
+}
+
+MXReturnValue forward(const std::unordered_map<std::string, std::string>& attrs,
+                      std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
+                      const OpResource&) {
+  const Options o = options_of(attrs);
+  const float* in[4];
+  for (int k = 0; k < 4; ++k) in[k] = inputs->at(k).data<float>();
+  float* out = outputs->at(0).data<float>();
+  float* pooled = o.pooled ? outputs->at(1).data<float>() : nullptr;
+  const Geometry g = geometry_of(inputs->at(0));
+  dispatch(o, [&](auto y_is_sum) {
+    forward_planes<decltype(y_is_sum)::value>(
+        g, o.scale, in[0], in[1], in[2], in[3], out, pooled);
+  });
+  return MX_SUCCESS;
+}
+
+// inputs: d_out, [d_pooled,] local, global, x, y, out, [pooled] (the outputs are unused)
+// outputs: d_local, d_global, d_x, d_y (d_s when y_is_sum)
+MXReturnValue backward(const std::unordered_map<std::string, std::string>& attrs,
+                       std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
+                       const OpResource&) {
+  const Options o = options_of(attrs);
+  const int first = o.pooled ? 2 : 1;  // where the forward inputs start
+  const float* d_pooled = o.pooled ? inputs->at(1).data<float>() : nullptr;
+  const float* in[4];
+  for (int k = 0; k < 4; ++k) in[k] = inputs->at(first + k).data<float>();
+  float* d_in[4];
+  for (int k = 0; k < 4; ++k) d_in[k] = outputs->at(k).data<float>();
+  const Geometry g = geometry_of(inputs->at(first));
+  dispatch(o, [&](auto y_is_sum) {
+    backward_planes<decltype(y_is_sum)::value>(
+        g, o.scale, inputs->at(0).data<float>(), d_pooled, in[0], in[1], in[2], in[3],
+        d_in[0], d_in[1], d_in[2], d_in[3]);
+  });
   return MX_SUCCESS;
 }
 
 MXReturnValue parse_attrs(const std::unordered_map<std::string, std::string>& attrs,
                           int* num_in, int* num_out) {
   *num_in = 4;
-  *num_out = 1;
+  *num_out = options_of(attrs).pooled ? 2 : 1;
   return MX_SUCCESS;
 }
 
@@ -112,11 +170,11 @@ MXReturnValue infer_type(const std::unordered_map<std::string, std::string>&,
       return MX_FAIL;
     }
   }
-  out_types->at(0) = kFloat32;
+  for (auto& type : *out_types) type = kFloat32;
   return MX_SUCCESS;
 }
 
-MXReturnValue infer_shape(const std::unordered_map<std::string, std::string>&,
+MXReturnValue infer_shape(const std::unordered_map<std::string, std::string>& attrs,
                           std::vector<std::vector<unsigned int>>* in_shapes,
                           std::vector<std::vector<unsigned int>>* out_shapes) {
   const auto& x = in_shapes->at(2);
@@ -134,6 +192,7 @@ MXReturnValue infer_shape(const std::unordered_map<std::string, std::string>&,
     return MX_FAIL;
   }
   out_shapes->at(0) = x;
+  if (options_of(attrs).pooled) out_shapes->at(1) = global;
   return MX_SUCCESS;
 }
 
