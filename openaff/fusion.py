@@ -19,7 +19,6 @@ Paper names: ``MS-CAM`` is ``M(X) = sigmoid(L(X) + G(X))`` (Sec. 3.2), ``AFF`` i
 from __future__ import annotations
 
 import inspect
-import json
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Sequence
@@ -204,11 +203,9 @@ class AttentionalFusion(HybridBlock):
             for name, spec in branches:
                 setattr(self, name, context_branch(name, **spec))
 
-    def _attention_source(self, F, x, residual, keep_residual_layout=False):
+    def _attention_source(self, F, x, residual):
         if self._source == 'sum':
-            # add_n may only overwrite x, which the native operator still reads; a sum written
-            # over the residual would take the residual's (maybe channels-last) layout
-            return F.add_n(x, residual) if keep_residual_layout else x + residual
+            return x + residual
         if self._source == 'x':
             return x
         return concat_channels(F, x, residual)
@@ -227,18 +224,17 @@ class AttentionalFusion(HybridBlock):
         return _sigmoid(F, merged)
 
     def hybrid_forward(self, F, x, residual):
-        native = any(self._fused_pairs) and _native_ready(self)
-        y_is_sum = native and self._source == 'sum' and not _made_by_fusion(residual)
-        summed = self._attention_source(F, x, residual, keep_residual_layout=y_is_sum)
-        source = getattr(self, self._pre)(summed) if self._pre else summed
-        if native:
-            return self._native_forward(F, x, residual, summed if y_is_sum else None, source)
+        source = self._attention_source(F, x, residual)
+        if self._pre:
+            source = getattr(self, self._pre)(source)
+        if any(self._fused_pairs) and _native_ready(self):
+            return self._native_forward(F, x, residual, source)
         for stage in self._stages:
             weight = self._weight(F, stage, source)
             source = COMBINE_RULES[stage.rule](F, x, residual, weight, stage.scale)
         return weight if self._return_weight else source
 
-    def _native_forward(self, F, x, residual, summed, source):
+    def _native_forward(self, F, x, residual, source):
         """The stages with the fused operator where they are soft selections. The operator
         needs plain-layout maps: x and the residual are converted once for all stages, and a
         stage whose successor pools its output hands over the pooled map as well."""
@@ -252,11 +248,11 @@ class AttentionalFusion(HybridBlock):
             local = getattr(self, pair[0])(source)
             glob = _after_pooling(getattr(self, pair[1]), pooled) if pooled is not None \
                 else getattr(self, pair[1])(source)
-            plain = plain or _plain_x_and_y(F, x, residual, summed)
+            plain = plain or (_plain_copy(F, x), _plain_view(F, residual))
             hand_over = index < last and _pools_first(self, self._fused_pairs[index + 1])
             source = F.openaff_soft_select(
                 _plain_copy(F, local), glob, plain[0], plain[1], scale=stage.scale,
-                y_is_sum=plain[2], pooled=hand_over)
+                pooled=hand_over)
             source, pooled = (source[0], source[1]) if hand_over else (source, None)
         return weight if self._return_weight else source
 
@@ -274,31 +270,6 @@ def _plain_view(F, value):
     """``value`` in plain layout, converted in place (free when it is plain already). For the
     residual, usually the plain output of the previous fusion."""
     return F.reshape(value, shape=(0, 0, 0, 0))
-
-
-def _plain_x_and_y(F, x, residual, summed):
-    """``(x, fourth input, y_is_sum)`` for the operator. A residual that is not the plain
-    output of another fusion (a projection shortcut) may be in oneDNN's channels-last layout,
-    whose conversion to plain costs about ten times a blocked one: then the operator takes the
-    sum ``x + residual`` (blocked, computed anyway) and recovers the residual as ``sum - x``."""
-    if summed is None:
-        return _plain_copy(F, x), _plain_view(F, residual), False
-    return _plain_copy(F, x), _plain_copy(F, summed), True
-
-
-_PASS_THROUGH = {'Activation', 'relu'}
-
-
-def _made_by_fusion(value):
-    """Whether a graph value is the native operator's output, possibly after the block's ReLU,
-    so in plain layout already. Imperative arrays count as plain: there is no graph to look at."""
-    if not hasattr(value, 'tojson'):
-        return True
-    graph = json.loads(value.tojson())
-    node = graph['nodes'][graph['heads'][0][0]]
-    while node['op'] in _PASS_THROUGH and node['inputs']:
-        node = graph['nodes'][node['inputs'][0][0]]
-    return node['op'] == 'openaff_soft_select'
 
 
 def _pools_first(block, pair):

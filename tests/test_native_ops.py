@@ -199,28 +199,6 @@ def _operator_attrs(block):
             if node['op'] == 'openaff_soft_select']
 
 
-def test_only_residuals_from_outside_take_the_sum_path():
-    """The first of two chained AFF blocks gets its residual from outside (a shortcut, maybe
-    channels-last) and uses x + residual; the second reads the first's plain output as is."""
-    from mxnet.gluon import nn
-    first, second = get_fusion('AFF', CHANNELS), get_fusion('AFF', CHANNELS)
-
-    class Chain(nn.HybridBlock):
-        def __init__(self):
-            super().__init__()
-            self.first, self.second = first, second
-
-        def hybrid_forward(self, F, x, y):
-            out = F.Activation(self.first(x, y), act_type='relu')
-            return self.second(x, out)
-
-    chain = Chain()
-    chain.initialize()
-    chain.hybridize()
-    chain(random_input(1, CHANNELS, 3, 3), random_input(1, CHANNELS, 3, 3))
-    assert [a['y_is_sum'] for a in _operator_attrs(chain)] == ['True', 'False']
-
-
 def test_iaff_hands_the_pooled_map_to_its_second_stage():
     block = get_fusion('iAFF', channels=CHANNELS)
     block.initialize()

@@ -13,7 +13,8 @@
 // Attributes, each saving a pass over a map or a layout conversion in the residual blocks:
 //   scale         the factor in front (2 for AFF, 1 for iAFF);
 //   y_is_sum=1    the fourth input is s = x + y, the map the attention already read: y = s - x.
-//                 For shortcuts that oneDNN left in a layout whose conversion is slow;
+//                 For shortcuts that oneDNN left in a layout whose conversion is slow; the
+//                 blocks do not use it (one rounding apart from y, see README "Speed");
 //   pooled=1      a second output, the spatial mean of out per sample and channel (N, C, 1, ...):
 //                 the global context of the next iAFF stage, without pooling a plain map again.
 #include <cmath>
