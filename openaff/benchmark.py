@@ -89,7 +89,19 @@ def _probe_memory(entry, opt, ctx):
     if ctx.device_type == 'gpu':
         free, total = mx.context.gpu_memory_info(ctx.device_id)
         return (total - free) / 2 ** 20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak_rss_mb()
+
+
+def peak_rss_mb():
+    """This process's peak resident memory in MB. Linux's ``ru_maxrss`` carries the parent's
+    resident size over ``fork`` + ``exec`` (the probes then grew with the harness process),
+    so the high-water mark of this process's own address space (``VmHWM``) is used instead."""
+    try:
+        with open('/proc/self/status', encoding='ascii') as status:
+            line = next(line for line in status if line.startswith('VmHWM:'))
+        return int(line.split()[1]) / 1024
+    except (OSError, StopIteration):  # not Linux
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _timed(step):

@@ -32,3 +32,21 @@ def test_bad_names_are_one_line_errors(tmp_path, capsys):
     assert 'unknown model' in capsys.readouterr().err
     with pytest.raises(SystemExit, match='unknown fusion implementation'):
         main(['--models', 'aff_resnet50@slow', '--out', str(tmp_path)])
+
+
+def test_memory_probe_reports_its_own_process_not_the_parent():
+    """Linux's ru_maxrss starts a fork+exec'd child at the parent's size: with the harness
+    holding several networks, every probe would report at least the harness's memory."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    parent_mb = 1500
+    ballast = np.ones(parent_mb * 2 ** 20 // 8)  # resident: written by np.ones
+    done = subprocess.run(
+        [sys.executable, '-c', 'import numpy as np, openaff.benchmark as b\n'
+         'block = np.ones(50 * 2 ** 20 // 8)\nprint(b.peak_rss_mb())'],
+        capture_output=True, text=True, check=True)
+    child_mb = float(done.stdout.split()[-1])
+    assert ballast[-1] == 1
+    assert 50 < child_mb < parent_mb / 2
