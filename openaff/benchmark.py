@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 import mxnet as mx
 import numpy as np
 
+from ._threads import mxnet_threads
 from .fusion import IMPLEMENTATIONS, implementation
 
 SETS = {
@@ -242,7 +243,7 @@ def plot(results, path):
 
 def machine():
     return {'platform': platform.platform(), 'processor': platform.processor() or platform.machine(),
-            'cpus': os.cpu_count(), 'mxnet': mx.__version__,
+            'cpus': os.cpu_count(), 'mxnet_cpu_threads': mxnet_threads(), 'mxnet': mx.__version__,
             'gpus': mx.context.num_gpus()}
 
 
@@ -299,6 +300,8 @@ def main(argv=None):
         print(f'error: {error}', file=sys.stderr)
         return 2
     print(table(results, baseline))
+    print(f'{opt.ctx}, {opt.dtype}, batch {opt.batch_size}; MXNet CPU threads: {mxnet_threads()} '
+          f'of {os.cpu_count()} processors')
     os.makedirs(opt.out, exist_ok=True)
     stem = os.path.join(opt.out, f'benchmark-{opt.set}-{opt.ctx}-{opt.dtype}-{opt.fusion_impl}')
     with open(stem + '.json', 'w') as handle:
