@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 import platform
 import sys
+from contextlib import contextmanager
 
 THREAD_VARIABLES = ('OMP_NUM_THREADS', 'MXNET_OMP_MAX_THREADS')
 X86 = ('x86_64', 'amd64', 'i386', 'i686', 'x86')
 SMT_STATE = '/sys/devices/system/cpu/smt/active'
 _READ = object()  # argument not given: read the real machine
+_APPLIED = {}  # the count given to this process's MXNet, for reports
 
 
 def smt_active(path=SMT_STATE):
@@ -60,10 +62,27 @@ def use_all_cores(environ=None, machine=None, smt=_READ, cpus=None, mxnet_loaded
     return threads
 
 
+@contextmanager
+def mxnet_on_all_cores():
+    """Import mxnet inside this block to give it every usable processor where it would halve
+    them for SMT the machine lacks (see :func:`use_all_cores`). The variable is removed again
+    afterwards, so that child processes (launched workers, Horovod ranks) decide for
+    themselves instead of inheriting this process's count."""
+    threads = use_all_cores()
+    try:
+        yield threads
+    finally:
+        if threads:
+            os.environ.pop('MXNET_OMP_MAX_THREADS', None)
+            _APPLIED['threads'] = threads
+
+
 def mxnet_threads(environ=None, machine=None, cpus=None):
     """The OpenMP thread count MXNet 1.9.1 works with under ``environ`` (for reports):
     ``OMP_NUM_THREADS`` wins, then ``MXNET_OMP_MAX_THREADS`` caps the processor count, else
     half the processors on x86."""
+    if environ is None and 'threads' in _APPLIED:
+        return _APPLIED['threads']
     environ = os.environ if environ is None else environ
     machine = (platform.machine() if machine is None else machine).lower()
     cpus = usable_cpus() if cpus is None else cpus

@@ -58,12 +58,29 @@ def test_smt_state_read_from_sysfs_file(tmp_path):
     assert smt_active(str(tmp_path / 'missing')) is None
 
 
-@pytest.mark.skipif(smt_active() is not False, reason='needs a Linux machine without SMT')
-def test_import_sets_the_count_before_mxnet_reads_it():
+COUNT_THREADS = """
+import os
+import openaff, mxnet as mx
+x, w = mx.nd.ones((4, 64, 56, 56)), mx.nd.ones((64, 64, 3, 3))
+mx.nd.Convolution(x, w, kernel=(3, 3), num_filter=64, no_bias=True).wait_to_read()
+print(len(os.listdir('/proc/self/task')), os.environ.get('MXNET_OMP_MAX_THREADS'))
+"""
+
+
+def _threads_after_a_convolution(**settings):
     environ = {k: v for k, v in os.environ.items()
                if k not in ('OMP_NUM_THREADS', 'MXNET_OMP_MAX_THREADS', 'HOROVOD_LOCAL_SIZE')}
-    code = 'import openaff, os; print(os.environ.get("MXNET_OMP_MAX_THREADS"))'
-    done = subprocess.run([sys.executable, '-c', code], env=environ, capture_output=True,
-                          text=True, check=True)
-    expected = len(os.sched_getaffinity(0))
-    assert done.stdout.strip() == (str(expected) if expected > 1 else 'None')
+    done = subprocess.run([sys.executable, '-c', COUNT_THREADS], env={**environ, **settings},
+                          capture_output=True, text=True, check=True)
+    threads, variable = done.stdout.split()
+    return int(threads), variable
+
+
+@pytest.mark.skipif(smt_active() is not False or len(os.sched_getaffinity(0)) < 2,
+                    reason='needs a Linux machine without SMT and with 2+ processors')
+def test_import_gives_mxnet_every_core_and_leaves_children_to_decide():
+    default, variable = _threads_after_a_convolution()
+    single, _ = _threads_after_a_convolution(MXNET_OMP_MAX_THREADS='1')
+    # each processor beyond the first adds one OpenMP worker thread to the process
+    assert default - single == len(os.sched_getaffinity(0)) - 1
+    assert variable == 'None'  # not inherited by the processes this one starts
