@@ -39,9 +39,9 @@ BASELINES = {'imagenet': 'gluoncv:resnet50_v1d', 'cifar': 'gluoncv:cifar_resnet5
 
 @dataclass
 class Result:
-    """One row. Ratios are medians over rounds of (baseline time / this model's time), each
-    round timing the baseline and this model back to back, so that drift in the machine's
-    speed cancels; the absolute figures are medians over the rounds."""
+    """One row. Ratios are baseline time / this model's time, from rounds that time the two
+    back to back in alternating order (see :func:`balanced_ratio`), so that drift in the
+    machine's speed and the order cancel; the absolute figures are medians over the rounds."""
     model: str
     params_m: float
     gflops: float
@@ -113,12 +113,29 @@ def _timed(step):
 
 
 def paired_times(steps, rounds, warmup):
-    """Time several steps round-robin: ``rounds`` lists of one time per step."""
+    """Time several steps round-robin: ``rounds`` lists of one time per step (in ``steps``
+    order). Every other round runs them in reverse order: a step timed right after another
+    runs a few percent faster on this machine (the baseline timed against itself read 1.037x
+    with a fixed order), and alternating cancels that in the median."""
     for step in steps:
         for _ in range(warmup):
             step()
     mx.nd.waitall()
-    return [[_timed(step) for step in steps] for _ in range(rounds)]
+    times = []
+    for index in range(rounds):
+        order = list(range(len(steps)))[::-1 if index % 2 else 1]
+        measured = {position: _timed(steps[position]) for position in order}
+        times.append([measured[position] for position in range(len(steps))])
+    return times
+
+
+def balanced_ratio(rounds):
+    """Median, over consecutive pairs of rounds (one in each order, see :func:`paired_times`),
+    of the first step's total time over the second's: the order bias cancels within a pair,
+    the machine's drift between pairs."""
+    pairs = [rounds[index:index + 2] for index in range(0, len(rounds) - 1, 2)]
+    return statistics.median(sum(r[0] for r in pair) / sum(r[1] for r in pair)
+                             for pair in pairs)
 
 
 def median_time(step, repeats, warmup):
@@ -184,9 +201,9 @@ def compare(base, other, opt):
         metrics.append(('train', 'train', max(3, opt.repeats // 2)))
     for metric, attr, rounds in metrics:
         pair = [getattr(base, attr), getattr(other, attr)]
-        rounds_ = paired_times(pair, rounds, opt.warmup)
+        rounds_ = paired_times(pair, rounds + rounds % 2, opt.warmup)
         own = statistics.median(r[1] for r in rounds_)
-        ratio = statistics.median(r[0] / r[1] for r in rounds_)
+        ratio = balanced_ratio(rounds_)
         if metric == 'latency':
             result.latency_ms, result.latency_ratio = 1000 * own, ratio
         else:
@@ -257,7 +274,8 @@ def build_parser():
     p.add_argument('--batch-size', type=int, default=8)
     p.add_argument('--input-size', type=int, default=None)
     p.add_argument('--repeats', type=int, default=10,
-                   help='timed rounds (each: baseline then model) per metric')
+                   help='timed rounds per metric, each timing the baseline and the model back '
+                        'to back, in alternating order (rounded up to even)')
     p.add_argument('--warmup', type=int, default=3)
     p.add_argument('--no-train', dest='train', action='store_false')
     p.add_argument('--optimize-for', default=None, help="subgraph backend, e.g. 'MKLDNN'")

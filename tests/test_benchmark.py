@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from openaff.benchmark import main
+from openaff.benchmark import balanced_ratio, main, paired_times
 
 
 def test_harness_writes_table_json_and_png(tmp_path, capsys):
@@ -25,6 +25,27 @@ def test_harness_writes_table_json_and_png(tmp_path, capsys):
     # the same network under two fusion algebras: same counts
     assert report['results'][1]['gflops'] == report['results'][2]['gflops']
     assert next(tmp_path.glob('*.png')).stat().st_size > 1000
+
+
+def test_rounds_alternate_order_so_a_second_position_bias_cancels():
+    """Two identical steps where whichever runs second in a round is faster (as on this
+    machine): a fixed order would report the second one as 2x faster."""
+    import time
+    calls = []
+
+    def step(name):
+        def run():
+            second = len(calls) % 2 == 1
+            calls.append(name)
+            time.sleep(0.002 if second else 0.004)
+        return run
+
+    rounds = paired_times([step('base'), step('other')], rounds=4, warmup=0)
+    assert calls == ['base', 'other', 'other', 'base'] * 2
+    assert [len(r) for r in rounds] == [2] * 4
+    assert rounds[0][0] > rounds[0][1] and rounds[1][0] < rounds[1][1]  # times in step order
+    assert balanced_ratio(rounds) == pytest.approx(1.0, rel=0.25)
+    assert balanced_ratio([[2.0, 1.0], [1.0, 1.0], [3.0, 1.0], [1.0, 1.0]]) == pytest.approx(1.75)
 
 
 def test_bad_names_are_one_line_errors(tmp_path, capsys):
