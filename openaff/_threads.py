@@ -55,7 +55,8 @@ def use_all_cores(environ=None, machine=None, smt=_READ, cpus=None, mxnet_loaded
     if machine not in X86 or smt is not False or 'DMLC_ROLE' in environ:
         return None  # parameter-server jobs: the number of processes per host is not known
     # horovodrun tells each rank how many ranks share its host
-    threads = cpus // max(1, int(environ.get('HOROVOD_LOCAL_SIZE', '1') or 1))
+    local_size = environ.get('HOROVOD_LOCAL_SIZE', '1').strip()
+    threads = cpus // max(1, int(local_size) if local_size.isdigit() else 1)
     if threads < 2:
         return None
     environ['MXNET_OMP_MAX_THREADS'] = str(threads)

@@ -116,7 +116,7 @@ def paired_times(steps, rounds, warmup):
     """Time several steps round-robin: ``rounds`` lists of one time per step (in ``steps``
     order). Every other round runs them in reverse order: a step timed right after another
     runs a few percent faster on this machine (the baseline timed against itself read 1.037x
-    with a fixed order), and alternating cancels that in the median."""
+    with a fixed order); :func:`balanced_ratio` pairs the rounds to cancel that."""
     for step in steps:
         for _ in range(warmup):
             step()
@@ -264,6 +264,13 @@ def machine():
             'gpus': mx.context.num_gpus()}
 
 
+def _positive(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
+    return value
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog='python -m openaff.benchmark', description=__doc__.split('\n')[0])
     p.add_argument('--set', choices=sorted(SETS), default='imagenet')
@@ -273,7 +280,7 @@ def build_parser():
     p.add_argument('--dtype', default='float32')
     p.add_argument('--batch-size', type=int, default=8)
     p.add_argument('--input-size', type=int, default=None)
-    p.add_argument('--repeats', type=int, default=10,
+    p.add_argument('--repeats', type=_positive, default=10,
                    help='timed rounds per metric, each timing the baseline and the model back '
                         'to back, in alternating order (rounded up to even)')
     p.add_argument('--warmup', type=int, default=3)

@@ -51,6 +51,9 @@ def test_rounds_alternate_order_so_a_second_position_bias_cancels():
 def test_bad_names_are_one_line_errors(tmp_path, capsys):
     assert main(['--models', 'no_such_net', '--no-memory', '--out', str(tmp_path)]) == 2
     assert 'unknown model' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(['--repeats', '0', '--out', str(tmp_path)])
+    assert 'must be at least 1' in capsys.readouterr().err
     with pytest.raises(SystemExit, match='unknown fusion implementation'):
         main(['--models', 'aff_resnet50@slow', '--out', str(tmp_path)])
 

@@ -39,6 +39,7 @@ def test_horovod_ranks_share_the_host():
     assert use_all_cores(environ, **NO_SMT) == 4
     assert environ['MXNET_OMP_MAX_THREADS'] == '4'
     assert use_all_cores({'HOROVOD_LOCAL_SIZE': '8'}, **NO_SMT) is None  # one thread each
+    assert use_all_cores({'HOROVOD_LOCAL_SIZE': 'n/a'}, **NO_SMT) == 8  # no crash at import
 
 
 @pytest.mark.parametrize('environ, expected', [
