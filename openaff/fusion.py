@@ -236,24 +236,24 @@ class AttentionalFusion(HybridBlock):
 
     def _native_forward(self, F, x, residual, source):
         """The stages with the fused operator where they are soft selections. The operator
-        needs plain-layout maps: x and the residual are converted once for all stages, and a
-        stage whose successor pools its output hands over the pooled map as well."""
-        plain, pooled, last = None, None, len(self._stages) - 1
-        for index, (stage, pair) in enumerate(zip(self._stages, self._fused_pairs)):
+        needs plain-layout maps: x and the residual are converted once for all stages.
+
+        Each stage's global branch pools its source with MXNet's pooling operator, as the
+        original does. Handing iAFF's second stage a mean computed by the operator instead
+        was tried: in the ill-conditioned steps of training (BatchNorm over the pooled maps of
+        a small batch) that one different rounding moved gradients 500 times the original's
+        own float32 error away from its float64 gradients (docs/development.md, training
+        parity)."""
+        plain = None
+        for stage, pair in zip(self._stages, self._fused_pairs):
             if not pair:
                 weight = self._weight(F, stage, source)
-                source, pooled = COMBINE_RULES[stage.rule](F, x, residual, weight,
-                                                           stage.scale), None
+                source = COMBINE_RULES[stage.rule](F, x, residual, weight, stage.scale)
                 continue
-            local = getattr(self, pair[0])(source)
-            glob = _after_pooling(getattr(self, pair[1]), pooled) if pooled is not None \
-                else getattr(self, pair[1])(source)
+            local, glob = (getattr(self, name)(source) for name in pair)
             plain = plain or (_plain_copy(F, x), _plain_view(F, residual))
-            hand_over = index < last and _pools_first(self, self._fused_pairs[index + 1])
-            source = F.openaff_soft_select(
-                _plain_copy(F, local), glob, plain[0], plain[1], scale=stage.scale,
-                pooled=hand_over)
-            source, pooled = (source[0], source[1]) if hand_over else (source, None)
+            source = F.openaff_soft_select(_plain_copy(F, local), glob, plain[0], plain[1],
+                                           scale=stage.scale)
         return weight if self._return_weight else source
 
 
@@ -270,19 +270,6 @@ def _plain_view(F, value):
     """``value`` in plain layout, converted in place (free when it is plain already). For the
     residual, usually the plain output of the previous fusion."""
     return F.reshape(value, shape=(0, 0, 0, 0))
-
-
-def _pools_first(block, pair):
-    """Whether the fused stage ``pair`` starts its global branch by pooling its source (then
-    the previous operator can hand over that pooled map)."""
-    return bool(pair) and isinstance(getattr(block, pair[1])[0], nn.GlobalAvgPool2D)
-
-
-def _after_pooling(branch, pooled):
-    """Run a global context branch from its already pooled input."""
-    for index in range(1, len(branch)):
-        pooled = branch[index](pooled)
-    return pooled
 
 
 def _local_global_pair(stage, pooled):

@@ -160,50 +160,84 @@ def _python_select(local, glob, x, fourth, scale, y_is_sum):
     """The operator's definition in plain MXNet algebra (autograd gives its gradients)."""
     y = fourth - x if y_is_sum else fourth
     w = mx.nd.sigmoid(mx.nd.broadcast_add(local, glob))
-    out = scale * (y + w * (x - y))
-    return out, mx.nd.mean(out, axis=(2, 3), keepdims=True)
+    return scale * (y + w * (x - y))
+
+
+def _select_with_gradients(native, inputs, head, **attrs):
+    arrays = [mx.nd.array(value, dtype='float32') for value in inputs]
+    for array in arrays:
+        array.attach_grad()
+    with mx.autograd.record():
+        out = mx.nd.openaff_soft_select(*arrays, **attrs) if native else \
+            _python_select(*arrays, attrs.get('scale', 1), attrs.get('y_is_sum', False))
+    out.backward(mx.nd.array(head))
+    return [out.asnumpy()] + [a.grad.asnumpy() for a in arrays]
 
 
 @pytest.mark.parametrize('y_is_sum', [False, True], ids=['y', 'sum'])
-@pytest.mark.parametrize('pooled', [False, True], ids=['single', 'pooled'])
-def test_operator_options_match_their_definition(y_is_sum, pooled):
-    """``y_is_sum`` (the fourth input is x + y) and ``pooled`` (second output: the spatial
-    mean): outputs and the gradients of all four inputs, against the MXNet algebra."""
+def test_operator_options_match_their_definition(y_is_sum):
+    """``y_is_sum`` (the fourth input is x + y): outputs and the gradients of all four inputs,
+    against the MXNet algebra."""
     assert ops.available()
     rng = np.random.default_rng(3)
     inputs = [rng.standard_normal(s) for s in [(2, 5, 3, 4), (2, 5, 1, 1), (2, 5, 3, 4),
                                                 (2, 5, 3, 4)]]
-    results = []
-    for native in (True, False):
-        arrays = [mx.nd.array(value) for value in inputs]
-        for array in arrays:
-            array.attach_grad()
-        heads = [mx.nd.array(np.linspace(-1, 1, 120).reshape(2, 5, 3, 4)),
-                 mx.nd.array(np.linspace(2, -3, 10).reshape(2, 5, 1, 1))]
-        with mx.autograd.record():
-            if native:
-                out = mx.nd.openaff_soft_select(*arrays, scale=2, y_is_sum=y_is_sum,
-                                                pooled=pooled)
-                outs = list(out) if pooled else [out]
-            else:
-                outs = list(_python_select(*arrays, 2, y_is_sum))[:1 + pooled]
-        mx.autograd.backward(outs, heads[:len(outs)])
-        results.append([o.asnumpy() for o in outs] + [a.grad.asnumpy() for a in arrays])
-    for got, expected in zip(*results):
+    head = np.linspace(-1, 1, 120).reshape(2, 5, 3, 4)
+    native = _select_with_gradients(True, inputs, head, scale=2, y_is_sum=y_is_sum)
+    python = _select_with_gradients(False, inputs, head, scale=2, y_is_sum=y_is_sum)
+    for got, expected in zip(native, python):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
-def _operator_attrs(block):
-    graph = json.loads(block._cached_graph[1].tojson())
-    return [node.get('attrs', {}) for node in graph['nodes']
-            if node['op'] == 'openaff_soft_select']
+def _exact_select(local, glob, x, y, scale, head):
+    """Outputs and input gradients in float64 numpy, with a sigmoid that cannot overflow."""
+    z = local + glob
+    w = np.where(z >= 0, 1 / (1 + np.exp(-np.abs(z))), np.exp(-np.abs(z)) / (1 + np.exp(-np.abs(z))))
+    grad = scale * head
+    d_logit = grad * (x - y) * w * (1 - w)
+    return [scale * (y + w * (x - y)), d_logit, d_logit.sum(axis=(2, 3), keepdims=True),
+            grad * w, grad * (1 - w)]
 
 
-def test_iaff_hands_the_pooled_map_to_its_second_stage():
-    block = get_fusion('iAFF', channels=CHANNELS)
-    block.initialize()
-    block.hybridize()
-    block(random_input(1, CHANNELS, 3, 3), random_input(1, CHANNELS, 3, 3))
-    assert sorted(a['pooled'] for a in _operator_attrs(block)) == ['False', 'True']
-    graph = block._cached_graph[1].tojson()
-    assert graph.count('"op": "Pooling"') == 1, 'only the first stage pools its input'
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+@pytest.mark.parametrize('logit', [100.0, -100.0, 1000.0, -1000.0, 88.8, -88.8, 87.5, -87.5,
+                                   FLOAT32_MAX, -FLOAT32_MAX, 0.0, 1e-30])
+def test_extreme_logits_give_finite_exact_outputs_and_gradients(logit):
+    """Logits far outside sigmoid's working range (where a fast-math exp gave NaN below
+    -88.7): outputs and every gradient stay finite and equal to float64 within float32
+    round-off, the local/global split of the logit included."""
+    assert ops.available()
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((2, 3, 4, 4)), rng.standard_normal((2, 3, 4, 4))
+    local = np.full((2, 3, 4, 4), logit / 2) + rng.standard_normal((2, 3, 4, 4)) * 0.5
+    glob = np.full((2, 3, 1, 1), logit / 2)
+    inputs = [v.astype(np.float32).astype(np.float64) for v in (local, glob, x, y)]
+    head = rng.standard_normal(x.shape)
+    got = _select_with_gradients(True, inputs, head, scale=2)
+    expected = _exact_select(*inputs, 2, head)
+    for name, value, exact in zip(('out', 'd_local', 'd_global', 'd_x', 'd_y'), got, expected):
+        assert np.all(np.isfinite(value)), name
+        np.testing.assert_allclose(value, exact, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_float32_extremes_in_the_maps_stay_finite():
+    """x and y near the float32 limits with logits that saturate the sigmoid either way."""
+    big = np.float32(1e38)
+    x = np.full((1, 2, 2, 2), big, np.float32)
+    y = np.full((1, 2, 2, 2), -big, np.float32)
+    local = np.array([1000.0, -1000.0], np.float32).reshape(1, 2, 1, 1) * np.ones((1, 2, 2, 2))
+    glob = np.zeros((1, 2, 1, 1), np.float32)
+    out, *grads = _select_with_gradients(True, [local, glob, x, y], np.ones(x.shape), scale=1)
+    np.testing.assert_array_equal(out[0, 0], big)
+    np.testing.assert_array_equal(out[0, 1], -big)
+    assert all(np.all(np.isfinite(g)) for g in grads)
+
+
+def test_nan_logits_propagate():
+    """A diverged network must not be hidden: NaN in, NaN out."""
+    local = np.full((1, 1, 2, 2), np.nan, np.float32)
+    out = _select_with_gradients(True, [local, np.zeros((1, 1, 1, 1)), np.ones((1, 1, 2, 2)),
+                                        np.zeros((1, 1, 2, 2))], np.ones((1, 1, 2, 2)))[0]
+    assert np.all(np.isnan(out))

@@ -51,7 +51,8 @@ def _compiler():
 
 
 def _flags():
-    return ['-O3', '-ffast-math', '-fopenmp', '-march=native', '-shared', '-fPIC', '-std=c++17',
+    # no -ffast-math: its finite-math assumption breaks sigmoid at large |logits|
+    return ['-O3', '-fno-math-errno', '-fopenmp', '-march=native', '-shared', '-fPIC', '-std=c++17',
             f'-Wl,--version-script={EXPORTS}']
 
 

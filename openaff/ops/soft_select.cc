@@ -14,9 +14,7 @@
 //   scale         the factor in front (2 for AFF, 1 for iAFF);
 //   y_is_sum=1    the fourth input is s = x + y, the map the attention already read: y = s - x.
 //                 For shortcuts that oneDNN left in a layout whose conversion is slow; the
-//                 blocks do not use it (one rounding apart from y, see README "Speed");
-//   pooled=1      a second output, the spatial mean of out per sample and channel (N, C, 1, ...):
-//                 the global context of the next iAFF stage, without pooling a plain map again.
+//                 blocks do not use it (one rounding apart from y, see docs/performance.md).
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -31,7 +29,6 @@ namespace {
 struct Options {
   float scale = 1.0f;
   bool y_is_sum = false;
-  bool pooled = false;
 };
 
 bool flag(const std::unordered_map<std::string, std::string>& attrs, const char* name) {
@@ -45,7 +42,6 @@ Options options_of(const std::unordered_map<std::string, std::string>& attrs) {
   auto found = attrs.find("scale");
   if (found != attrs.end()) o.scale = std::stof(found->second);
   o.y_is_sum = flag(attrs, "y_is_sum");
-  o.pooled = flag(attrs, "pooled");
   return o;
 }
 
@@ -61,32 +57,59 @@ Geometry geometry_of(const MXTensor& map) {
   return g;
 }
 
-inline float sigmoid(float z) { return 1.0f / (1.0f + std::exp(-z)); }
+// exp(-a) for a >= 0, as a polynomial that GCC vectorises (libm's expf is a scalar call
+// unless -ffast-math, whose finite-math assumption turned sigmoid(z < -88.7) into NaN).
+// Cephes' expf reduction and coefficients, about 1 ulp. a is clamped at 87 so that 2^n stays a
+// normal float: sigmoid(-z) then reads 1.6e-38 instead of a smaller denormal for z > 87,
+// below float32 resolution next to any other term of the selection.
+inline float exp_negative(float a) {
+  const float x = -(a > 87.0f ? 87.0f : a);  // +inf to -87; NaN stays NaN
+  const int n = static_cast<int>(x * 1.44269504088896341f - 0.5f);  // round(x / ln 2), x <= 0
+  const float r = (x - static_cast<float>(n) * 0.693359375f) +
+                  static_cast<float>(n) * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float e = p * r * r + r + 1.0f;
+  return e * __builtin_bit_cast(float, (n + 127) << 23);
+}
+
+// sigmoid(z) and sigmoid'(z) = w * (1 - w), from e = exp(-|z|) <= 1: never overflows, exact
+// at both ends (w = 0 or 1, derivative 0) for |z| up to infinity.
+struct Sigmoid {
+  float w;
+  float slope;
+};
+
+inline Sigmoid sigmoid(float z) {
+  const float e = exp_negative(z < 0.0f ? -z : z);
+  const float inv = 1.0f / (1.0f + e);
+  return {z < 0.0f ? e * inv : inv, e * inv * inv};
+}
 
 // One pass over the planes; the options are template arguments so that every combination
 // compiles to its own branch-free vector loop.
 template <bool YIsSum>
 void forward_planes(const Geometry& g, float scale, const float* local, const float* global,
-                    const float* x, const float* fourth, float* out, float* pooled) {
+                    const float* x, const float* fourth, float* out) {
 #pragma omp parallel for schedule(static)
   for (int64_t plane = 0; plane < g.planes; ++plane) {
     const int64_t begin = plane * g.area;
     const float bias = global[plane];
-    float plane_sum = 0.0f;
-#pragma omp simd reduction(+ : plane_sum)
+#pragma omp simd
     for (int64_t i = begin; i < begin + g.area; ++i) {
-      const float w = sigmoid(local[i] + bias);
+      const float w = sigmoid(local[i] + bias).w;
       const float y = YIsSum ? fourth[i] - x[i] : fourth[i];
-      const float value = scale * (y + w * (x[i] - y));
-      out[i] = value;
-      plane_sum += value;
+      out[i] = scale * (y + w * (x[i] - y));
     }
-    if (pooled) pooled[plane] = plane_sum / static_cast<float>(g.area);
   }
 }
 
 template <bool YIsSum>
-void backward_planes(const Geometry& g, float scale, const float* d_out, const float* d_pooled,
+void backward_planes(const Geometry& g, float scale, const float* d_out,
                      const float* local, const float* global, const float* x,
                      const float* fourth, float* d_local, float* d_global,
                      float* d_x, float* d_fourth) {
@@ -94,21 +117,20 @@ void backward_planes(const Geometry& g, float scale, const float* d_out, const f
   for (int64_t plane = 0; plane < g.planes; ++plane) {
     const int64_t begin = plane * g.area;
     const float bias = global[plane];
-    const float pooled_grad = d_pooled ? d_pooled[plane] / static_cast<float>(g.area) : 0.0f;
-    float plane_sum = 0.0f;
+    double plane_sum = 0.0;  // the global logit's gradient: a sum over the plane
 #pragma omp simd reduction(+ : plane_sum)
     for (int64_t i = begin; i < begin + g.area; ++i) {
-      const float w = sigmoid(local[i] + bias);
+      const Sigmoid s = sigmoid(local[i] + bias);
       const float y = YIsSum ? fourth[i] - x[i] : fourth[i];
-      const float grad = scale * (d_out[i] + pooled_grad);
-      const float d_y = grad - grad * w;
-      d_x[i] = YIsSum ? grad * w - d_y : grad * w;  // with y = s - x, s gets y's gradient
+      const float grad = scale * d_out[i];
+      const float d_y = grad - grad * s.w;
+      d_x[i] = YIsSum ? grad * s.w - d_y : grad * s.w;  // with y = s - x, s gets y's gradient
       d_fourth[i] = d_y;
-      const float d_logit = grad * (x[i] - y) * w * (1.0f - w);
+      const float d_logit = grad * (x[i] - y) * s.slope;
       d_local[i] = d_logit;
       plane_sum += d_logit;
     }
-    d_global[plane] = plane_sum;
+    d_global[plane] = static_cast<float>(plane_sum);
   }
 }
 
@@ -125,40 +147,37 @@ MXReturnValue forward(const std::unordered_map<std::string, std::string>& attrs,
   const float* in[4];
   for (int k = 0; k < 4; ++k) in[k] = inputs->at(k).data<float>();
   float* out = outputs->at(0).data<float>();
-  float* pooled = o.pooled ? outputs->at(1).data<float>() : nullptr;
   const Geometry g = geometry_of(inputs->at(0));
   dispatch(o, [&](auto y_is_sum) {
     forward_planes<decltype(y_is_sum)::value>(
-        g, o.scale, in[0], in[1], in[2], in[3], out, pooled);
+        g, o.scale, in[0], in[1], in[2], in[3], out);
   });
   return MX_SUCCESS;
 }
 
-// inputs: d_out, [d_pooled,] local, global, x, y, out, [pooled] (the outputs are unused)
+// inputs: d_out, local, global, x, y, out (the output is unused)
 // outputs: d_local, d_global, d_x, d_y (d_s when y_is_sum)
 MXReturnValue backward(const std::unordered_map<std::string, std::string>& attrs,
                        std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
                        const OpResource&) {
   const Options o = options_of(attrs);
-  const int first = o.pooled ? 2 : 1;  // where the forward inputs start
-  const float* d_pooled = o.pooled ? inputs->at(1).data<float>() : nullptr;
   const float* in[4];
-  for (int k = 0; k < 4; ++k) in[k] = inputs->at(first + k).data<float>();
+  for (int k = 0; k < 4; ++k) in[k] = inputs->at(1 + k).data<float>();
   float* d_in[4];
   for (int k = 0; k < 4; ++k) d_in[k] = outputs->at(k).data<float>();
-  const Geometry g = geometry_of(inputs->at(first));
+  const Geometry g = geometry_of(inputs->at(1));
   dispatch(o, [&](auto y_is_sum) {
     backward_planes<decltype(y_is_sum)::value>(
-        g, o.scale, inputs->at(0).data<float>(), d_pooled, in[0], in[1], in[2], in[3],
+        g, o.scale, inputs->at(0).data<float>(), in[0], in[1], in[2], in[3],
         d_in[0], d_in[1], d_in[2], d_in[3]);
   });
   return MX_SUCCESS;
 }
 
-MXReturnValue parse_attrs(const std::unordered_map<std::string, std::string>& attrs,
+MXReturnValue parse_attrs(const std::unordered_map<std::string, std::string>&,
                           int* num_in, int* num_out) {
   *num_in = 4;
-  *num_out = options_of(attrs).pooled ? 2 : 1;
+  *num_out = 1;
   return MX_SUCCESS;
 }
 
@@ -175,7 +194,7 @@ MXReturnValue infer_type(const std::unordered_map<std::string, std::string>&,
   return MX_SUCCESS;
 }
 
-MXReturnValue infer_shape(const std::unordered_map<std::string, std::string>& attrs,
+MXReturnValue infer_shape(const std::unordered_map<std::string, std::string>&,
                           std::vector<std::vector<unsigned int>>* in_shapes,
                           std::vector<std::vector<unsigned int>>* out_shapes) {
   const auto& x = in_shapes->at(2);
@@ -193,7 +212,6 @@ MXReturnValue infer_shape(const std::unordered_map<std::string, std::string>& at
     return MX_FAIL;
   }
   out_shapes->at(0) = x;
-  if (options_of(attrs).pooled) out_shapes->at(1) = global;
   return MX_SUCCESS;
 }
 
