@@ -1,5 +1,7 @@
 """Engine pieces: schedules, targets, atomic checkpoints, log parsing and plots."""
 
+import re
+
 import mxnet as mx
 import numpy as np
 import pytest
@@ -32,6 +34,38 @@ def test_step_schedule_decays_at_the_given_epochs():
     assert decay_epochs(100, '30,60', lr_decay_period=40) == [40, 80]
     with pytest.raises(ValueError, match='unknown lr mode'):
         make_lr_scheduler('exp', 0.1, 1, 1)
+
+
+def _logged_lr(log, epoch):
+    match = re.search(rf'\[Epoch {epoch}\] .* lr: ([0-9.]+) ', log)
+    return float(match.group(1))
+
+
+@pytest.mark.parametrize('epoch', [288, 289, 290, 291, 439, 440, 639])
+def test_cifar_step_decay_matches_the_original_log_to_the_update(epoch):
+    """The released AFF-ResNet-32 run (no --cosine): decay epochs 300,450 minus the 10
+    warm-up epochs, applied before epoch 290's first update; its log prints the lr after each
+    epoch's last update (390 updates of 128 over 50000 images)."""
+    path = next((p for p in LOGS if 'AFF-ResNet-32__train' in p.name), None)
+    if path is None:
+        pytest.skip('no original logs')
+    from openaff.scripts.cifar import build_parser, recipe_of
+    log = path.read_text()
+    opt = build_parser().parse_args(['--lr', '0.2', '--warmup-epochs', '10'])
+    recipe = recipe_of(opt, seed=0)
+    iters = 50000 // 128
+    schedule = make_lr_scheduler(recipe.lr_mode, recipe.lr, recipe.num_epochs, iters,
+                                 recipe.warmup_epochs, recipe.warmup_lr, recipe.step_epochs,
+                                 recipe.step_factor)
+    last, first = (epoch + 1) * iters, epoch * iters + 1
+    assert schedule(last) == pytest.approx(_logged_lr(log, epoch), rel=1e-6)
+    # the epoch's first update already trains at the rate printed after it
+    assert schedule(first) == pytest.approx(_logged_lr(log, epoch), rel=1e-6)
+
+
+def test_epoch_step_refuses_a_warmup():
+    with pytest.raises(ValueError, match='no warm-up'):
+        make_lr_scheduler('epoch_step', 0.1, 10, 5, warmup_epochs=2)
 
 
 def test_label_smoothing_and_mixup_targets():

@@ -149,7 +149,7 @@ def recipe_of(opt, seed, lr=None):
              for e in decay_epochs(opt.num_epochs, opt.lr_decay_epoch, opt.lr_decay_period)]
     return Recipe(num_epochs=opt.num_epochs, lr=opt.lr if lr is None else lr,
                   momentum=opt.momentum, wd=opt.wd,
-                  lr_mode='cosine' if opt.cosine else 'step', warmup_epochs=warmup,
+                  lr_mode='cosine' if opt.cosine else 'epoch_step', warmup_epochs=warmup,
                   warmup_lr=opt.warmup_lr, step_epochs=tuple(steps), step_factor=opt.lr_decay,
                   mixup=opt.mixup, mixup_alpha=opt.mixup_alpha,
                   mixup_off_epoch=opt.mixup_off_epoch, label_smoothing=opt.label_smoothing,
