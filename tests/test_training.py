@@ -225,3 +225,13 @@ def test_unknown_models_are_one_line_errors(capsys):
     assert train_cifar.main(['--model', 'gluoncv:no_such_net']) == 2
     assert train_imagenet.main(['--model', 'vgg16']) == 2
     assert all(line.startswith('error: ') for line in capsys.readouterr().err.splitlines())
+
+
+def test_digits_defaults_fill_only_what_the_command_line_leaves():
+    """``--dataset digits`` alone is the Quick start's main job; any option given wins, and the
+    CIFAR runs keep the original script's defaults."""
+    digits = train_cifar.parse_options(['--dataset', 'digits', '--lr', '0.05', '--blocks', '2'])
+    assert (digits.lr, digits.blocks) == (0.05, 2)
+    assert digits.cosine and digits.num_epochs == train_cifar.DIGITS_DEFAULTS['num_epochs']
+    cifar = train_cifar.parse_options(['--dataset', 'cifar100'])
+    assert vars(cifar) == vars(train_cifar.build_parser().parse_args(['--dataset', 'cifar100']))

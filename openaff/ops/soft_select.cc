@@ -14,7 +14,7 @@
 //   scale         the factor in front (2 for AFF, 1 for iAFF);
 //   y_is_sum=1    the fourth input is s = x + y, the map the attention already read: y = s - x.
 //                 For shortcuts that oneDNN left in a layout whose conversion is slow; the
-//                 blocks do not use it (one rounding apart from y, see docs/performance.md).
+//                 blocks do not use it (one rounding apart from y, see README "Speed").
 #include <cmath>
 #include <cstdint>
 #include <string>
