@@ -88,6 +88,7 @@ def train_runs(opt, label, model_args):
         script = 'train_imagenet.py' if opt.dataset == 'imagenet' else 'train_cifar.py'
         runs.append({'seed': seed, 'final_acc': history[-1]['val_acc'],
                      'best_acc': max(r['val_acc'] for r in history),
+                     'bn_statistics': record.get('bn_statistics', 'not recorded'),
                      'command': f'python {script} ' + ' '.join(argv)})
     return runs
 
@@ -121,6 +122,13 @@ def summarize_row(label, runs, cost):
     finals = [r['final_acc'] for r in runs]
     return dict(cost, model=label, acc_mean=statistics.mean(finals), acc_std=_spread(finals),
                 best_mean=statistics.mean(r['best_acc'] for r in runs), runs=runs)
+
+
+def evaluation_note(rows):
+    """How the accuracies were measured: inference mode, and which BatchNorm statistics."""
+    kinds = sorted({run['bn_statistics'] for row in rows for run in row['runs']})
+    return ('Held-out accuracy in inference mode; BatchNorm statistics: ' + '; '.join(kinds) +
+            '. Throughput at the speed batch on this machine.')
 
 
 def table(rows, dataset, seeds):
@@ -185,7 +193,7 @@ def main(argv=None):
     for label in chosen:
         runs = train_runs(opt, label, catalog[label])
         rows.append(summarize_row(label, runs, costs(opt, catalog[label])))
-    report = table(rows, opt.dataset, opt.seeds)
+    report = table(rows, opt.dataset, opt.seeds) + '\n\n' + evaluation_note(rows)
     print(report)
     os.makedirs(opt.out, exist_ok=True)
     stem = os.path.join(opt.out, f'compare-{opt.dataset}')

@@ -18,7 +18,9 @@ def test_compare_two_models_two_seeds(tmp_path, capsys):
     assert all(len(r['runs']) == 2 and r['train_ips'] > 0 for r in rows.values())
     assert '--seed 1' in rows['cifar_resnet20_v2']['runs'][1]['command']
     assert (tmp_path / 'compare-digits.png').stat().st_size > 1000
-    assert 'Machine:' in (tmp_path / 'compare-digits.md').read_text()
+    markdown = (tmp_path / 'compare-digits.md').read_text()
+    assert 'Machine:' in markdown
+    assert 'inference mode; BatchNorm statistics: running statistics' in markdown
     # collecting finished runs again trains nothing and gives the same accuracies
     assert main(['--models', 'cifar_resnet20_v2', '--epochs', '1', '--seeds', '0', '1',
                  '--speed-batch', '4', '--repeats', '1', '--out', str(tmp_path), '--reuse',
