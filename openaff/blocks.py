@@ -81,7 +81,7 @@ class AFFBottleneck(HybridBlock):
     def __init__(self, askc_type, planes, strides=1, dilation=1, downsample=None,
                  previous_dilation=1, norm_layer=BatchNorm, norm_kwargs=None, last_gamma=False,
                  r=16, **kwargs):
-        super().__init__()
+        super().__init__(**kwargs)
         norm_kwargs = norm_kwargs or {}
         self.conv1 = nn.Conv2D(channels=planes, kernel_size=1, use_bias=False)
         self.bn1 = norm_layer(in_channels=planes, **norm_kwargs)

@@ -7,6 +7,7 @@ user keyword arguments override the named configuration (timm's ``dict(model_arg
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -161,6 +162,17 @@ def model_info(name) -> ModelInfo:
         raise ValueError(f'unknown model {name!r}; valid names: {", ".join(MODELS)}') from None
 
 
+def _check_arguments(info, kwargs):
+    """Unknown constructor arguments as a one-line ``ValueError`` naming the valid ones."""
+    accepted = [p for p in inspect.signature(info.builder.__init__).parameters.values()
+                if p.name != 'self' and p.kind is not p.VAR_KEYWORD] + \
+        [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in ('prefix', 'params')]
+    unknown = sorted(set(kwargs) - {p.name for p in accepted})
+    if unknown:
+        raise ValueError(f'{info.name}: unknown argument(s) {", ".join(unknown)}; valid: '
+                         f'{", ".join(p.name for p in accepted)}')
+
+
 def get_model(name, pretrained: bool | str = False, root='~/.mxnet/models', ctx=None,
               skip_classifier=False, **kwargs: Any):
     """Build a zoo network, optionally with released or local weights.
@@ -189,6 +201,7 @@ def get_model(name, pretrained: bool | str = False, root='~/.mxnet/models', ctx=
         The network, with ``net.model_info`` set. Without ``pretrained`` it is not initialised.
     """
     info = model_info(name)
+    _check_arguments(info, kwargs)
     net = info.builder(**{**info.args, **kwargs})
     net.model_info = replace(info, args={**info.args, **kwargs})
     if pretrained:

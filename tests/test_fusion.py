@@ -160,3 +160,36 @@ def test_fast_algebra_matches_the_reference(name):
     with pytest.raises(ValueError):
         with fusion.implementation('slow'):
             pass
+
+
+def test_a_registered_fusion_is_found_by_name_and_alias(monkeypatch):
+    """Third-party blocks plug into get_fusion, the blocks and the networks by registering."""
+    from openaff.fusion import registry
+    monkeypatch.setattr(registry, 'FUSIONS', dict(registry.FUSIONS))
+    monkeypatch.setattr(registry, 'ALIASES', dict(registry.ALIASES))
+
+    @fusion.register('Gated')
+    class GatedAddFuse(fusion.AttentionalFusion):
+        def __init__(self, channels=64):
+            super().__init__([('gate', dict(widths=(channels,), pooled=True))],
+                             [fusion.Stage(('gate',), rule='w(x+y)')])
+
+    assert type(get_fusion('gated', 8)) is GatedAddFuse
+    from openaff.blocks import AFFResBlockV2
+    block = AFFResBlockV2('Gated', channels=8, stride=1, in_channels=8)
+    block.initialize()
+    assert block(random_input(1, 8, 4, 4)).shape == (1, 8, 4, 4)
+    with pytest.raises(ValueError, match='already registered'):
+        fusion.register('AFF')(type('Other', (fusion.AttentionalFusion,), {}))
+
+
+def test_the_algebra_switch_is_per_context():
+    """Threads building graphs do not see each other's implementation switch."""
+    import threading
+    seen = []
+    with fusion.implementation('reference'):
+        worker = threading.Thread(target=lambda: seen.append(fusion.current_implementation()))
+        worker.start()
+        worker.join()
+        assert fusion.current_implementation() == 'reference'
+    assert seen == ['native'] and fusion.current_implementation() == 'native'

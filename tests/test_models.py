@@ -182,3 +182,22 @@ def test_sync_batchnorm_can_be_used():
     net.initialize()
     assert net(random_input(2, 3, 32, 32)).shape == (2, 100)
     assert any(isinstance(b, SyncBatchNorm) for b in net.features)
+
+
+@pytest.mark.parametrize('name', list_models())
+def test_a_misspelt_argument_is_refused_not_ignored(name):
+    """``get_model('aff_resnet50', clases=10)`` once built a 1000-class network."""
+    with pytest.raises(ValueError, match=r"unknown argument\(s\) clases; valid: .*classes"):
+        get_model(name, clases=10)
+
+
+@pytest.mark.parametrize('builder', ['AFFResNet', 'AFFResNeXt', 'CIFARAFFResNet',
+                                     'CIFARAFFResNeXt'])
+def test_network_constructors_refuse_unknown_arguments(builder):
+    from openaff import models
+    args = {'AFFResNet': ('ASKCFuse', 3, [1, 1, 1, 1]),
+            'AFFResNeXt': ('ASKCFuse', 3, [1, 1, 1, 1], 32, 4),
+            'CIFARAFFResNet': ('ASKCFuse', 1, [1, 1, 1], [8, 8, 16, 32], 10, False),
+            'CIFARAFFResNeXt': ('ASKCFuse', 1, [1, 1, 1], [16, 16, 32, 64], 4, 4)}[builder]
+    with pytest.raises(TypeError, match='clases'):
+        getattr(models, builder)(*args, clases=10)

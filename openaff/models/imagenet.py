@@ -45,7 +45,7 @@ class AFFResNet(HybridBlock):
                  norm_layer=BatchNorm, norm_kwargs=None, last_gamma=False, deep_stem=True,
                  stem_width=32, avg_down=True, final_drop=0.0, use_global_stats=False,
                  name_prefix='', r=16, **kwargs):
-        super().__init__(prefix=name_prefix)
+        super().__init__(prefix=name_prefix, **kwargs)  # unknown arguments fail here
         norm_kwargs = dict(norm_kwargs or {})
         if use_global_stats:
             norm_kwargs['use_global_stats'] = True

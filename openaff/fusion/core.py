@@ -1,0 +1,235 @@
+"""The parametric core of the fusion blocks of *Attentional Feature Fusion* (Dai et al.,
+WACV 2021, arXiv:2009.14082).
+
+Every block is a Gluon ``HybridBlock`` called as ``block(x, residual)`` that returns one tensor of
+``x``'s shape, a configuration of :class:`AttentionalFusion`:
+
+* **context branches** -- point-wise (1x1) conv/BN stacks, either at full resolution (local
+  context) or after global average pooling (global context), with a bottleneck ratio ``r``;
+* **stages** -- each stage sums (or concatenates) some branches, turns the result into weights
+  with a sigmoid, and combines ``x`` and ``residual`` with a **rule** (soft selection, gated add...).
+  A second stage that looks at the first stage's output gives the *iterative* variants (iAFF).
+
+Paper names: ``MS-CAM`` is ``M(X) = sigmoid(L(X) + G(X))`` (Sec. 3.2); the named configurations
+of the original code are in :mod:`openaff.fusion.catalog`.
+"""
+from __future__ import annotations
+
+import contextvars
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Sequence
+
+from mxnet.gluon import nn
+from mxnet.gluon.block import HybridBlock
+
+from . import native
+
+__all__ = ['AttentionalFusion', 'Stage', 'context_branch', 'concat_channels', 'implementation',
+           'current_implementation', 'IMPLEMENTATIONS', 'COMBINE_RULES', 'SOURCES']
+
+def context_branch(prefix: str, widths: Sequence[int], pooled: bool = False, groups: int = 1,
+                   out_act: str | None = None, head: Sequence[nn.HybridBlock] = ()):
+    """Build a point-wise context branch as a ``HybridSequential``.
+
+    Layout: ``[GlobalAvgPool] conv1x1 BN (ReLU conv1x1 BN)* [out_act]``, one conv per entry
+    of ``widths``. ``pooled=True`` gives the global-context branch of MS-CAM, ``pooled=False``
+    the local (point-wise) one; ``groups`` makes the convolutions depth-wise.
+    """
+    branch = nn.HybridSequential(prefix=prefix)
+    with branch.name_scope():
+        for layer in head:
+            branch.add(layer)
+        if pooled:
+            branch.add(nn.GlobalAvgPool2D())
+        for index, width in enumerate(widths):
+            if index:
+                branch.add(nn.Activation('relu'))
+            branch.add(nn.Conv2D(width, kernel_size=1, strides=1, padding=0, groups=groups))
+            branch.add(nn.BatchNorm())
+        if out_act:
+            branch.add(nn.Activation(out_act))
+    return branch
+
+
+def concat_channels(F, a, b):
+    """``concat([a, b], dim=1)`` for two maps of one shape, via stack + reshape: oneDNN's
+    concat backward crashes (SIGFPE) on narrow maps such as 4-channel branches in mxnet 1.9.1."""
+    return F.reshape(F.stack(a, b, axis=1), shape=(0, -3, -2))
+
+
+IMPLEMENTATIONS = ('native', 'fast', 'reference')
+# a context variable, so that threads and asyncio tasks building graphs do not see each other's
+_IMPLEMENTATION = contextvars.ContextVar('openaff_fusion_implementation', default='native')
+
+
+@contextmanager
+def implementation(name):
+    """Build graphs (first forward after ``hybridize``, or every imperative call) with one
+    fusion algebra, e.g. to measure what the faster ones gain. All agree to float32 round-off.
+
+    * ``'native'`` (default): AFF's soft selection as one fused C++ operator
+      (:mod:`openaff.ops`) on CPU float32, the ``'fast'`` algebra elsewhere;
+    * ``'fast'``: the fewest plain MXNet operators;
+    * ``'reference'``: the original code's straightforward algebra.
+    """
+    if name not in IMPLEMENTATIONS:
+        raise ValueError(f'implementation must be one of {IMPLEMENTATIONS}, got {name!r}')
+    token = _IMPLEMENTATION.set(name)
+    try:
+        yield
+    finally:
+        _IMPLEMENTATION.reset(token)
+
+
+def current_implementation():
+    """The fusion algebra graphs are built with now (see :func:`implementation`)."""
+    return _IMPLEMENTATION.get()
+
+
+def _fast():
+    return _IMPLEMENTATION.get() != 'reference'
+
+
+def sigmoid(F, z):
+    # Activation(sigmoid) runs as a oneDNN eltwise op; the plain sigmoid op is several times
+    # slower on CPU
+    return F.Activation(z, act_type='sigmoid') if _fast() else F.sigmoid(z)
+
+
+def select(F, x, y, w, scale):
+    """Soft selection ``scale * (x*w + y*(1-w))``. The fast form ``scale * (y + w*(x-y))``
+    makes three passes over the maps instead of six, all with plain-layout operators: an
+    oneDNN ``elemwise_add`` in the middle would hand the next operator a blocked-layout array
+    to reorder again."""
+    if _fast():
+        blend = F.broadcast_add(y, F.broadcast_mul(w, F.broadcast_sub(x, y)))
+        return blend if scale == 1 else scale * blend
+    if scale == 1:
+        return F.broadcast_mul(x, w) + F.broadcast_mul(y, 1 - w)
+    return scale * F.broadcast_mul(x, w) + scale * F.broadcast_mul(y, 1 - w)
+
+
+def _x_plus_gated_y(F, x, y, w, scale):
+    return F.broadcast_mul(w, y) + x
+
+
+def _y_plus_gated_x(F, x, y, w, scale):
+    return y + F.broadcast_mul(w, x)
+
+
+def _gated_sum(F, x, y, w, scale):
+    return F.broadcast_mul(w, x + y)
+
+
+COMBINE_RULES = {
+    'select': select,          # AFF: w*X + (1-w)*Y
+    'x+wy': _x_plus_gated_y,    # X + A*Y
+    'y+wx': _y_plus_gated_x,    # Y + A*X
+    'w(x+y)': _gated_sum,       # A*(X+Y)
+}
+
+SOURCES = ('sum', 'x', 'concat')
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One attention step: merge ``branches`` (by ``merge``), optional ``post`` branch,
+    sigmoid, then combine ``x`` and ``residual`` with ``rule`` (see ``COMBINE_RULES``)."""
+    branches: tuple
+    rule: str = 'select'
+    scale: int = 2
+    merge: str = 'add'
+    post: str | None = None
+
+
+class AttentionalFusion(HybridBlock):
+    """Parametric core of the MS-CAM fusion family (Dai et al., WACV 2021).
+
+    Parameters
+    ----------
+    branches : list of (attribute name, dict of :func:`context_branch` arguments)
+        Registered in this order, which is the order of the checkpoint keys.
+    stages : list of :class:`Stage`
+        Applied in turn; the first looks at ``source``, each later one at the previous output.
+    source : {'sum', 'x', 'concat'}
+        What the first stage attends to: ``x + residual``, ``x`` alone, or their concatenation.
+    pre : str, optional
+        Name of a branch applied to the source before the first stage.
+    return_weight : bool
+        Return the last attention weights instead of the fused tensor (original ``asBackbone``).
+    """
+
+    def __init__(self, branches, stages, source='sum', pre=None, return_weight=False, **kwargs):
+        super().__init__(**kwargs)
+        if source not in SOURCES:
+            raise ValueError(f'source must be one of {SOURCES}, got {source!r}')
+        for stage in stages:
+            if stage.rule not in COMBINE_RULES:
+                raise ValueError(f'unknown combine rule {stage.rule!r}; valid: {list(COMBINE_RULES)}')
+            if stage.merge == 'concat' and len(stage.branches) != 2:
+                raise ValueError('merge="concat" takes exactly two branches (local, global)')
+        self._stages = tuple(stages)
+        self._source = source
+        self._pre = pre
+        self._return_weight = return_weight
+        pooled = {name: spec.get('pooled', False) for name, spec in branches}
+        self._fused_pairs = [native.local_global_pair(stage, pooled) for stage in stages]
+        if return_weight and self._fused_pairs:
+            self._fused_pairs[-1] = None  # the weights themselves are the output
+        with self.name_scope():
+            for name, spec in branches:
+                setattr(self, name, context_branch(name, **spec))
+
+    def _attention_source(self, F, x, residual):
+        if self._source == 'sum':
+            return x + residual
+        if self._source == 'x':
+            return x
+        return concat_channels(F, x, residual)
+
+    def _weight(self, F, stage, source):
+        features = [getattr(self, name)(source) for name in stage.branches]
+        if stage.merge == 'concat':
+            # the global branch is 1x1: expand it to the local map before concatenating
+            merged = concat_channels(F, features[0], F.broadcast_like(features[1], features[0]))
+        else:
+            merged = features[0]
+            for feature in features[1:]:
+                merged = F.broadcast_add(merged, feature)
+        if stage.post:
+            merged = getattr(self, stage.post)(merged)
+        return sigmoid(F, merged)
+
+    def hybrid_forward(self, F, x, residual):
+        source = self._attention_source(F, x, residual)
+        if self._pre:
+            source = getattr(self, self._pre)(source)
+        if any(self._fused_pairs) and _IMPLEMENTATION.get() == 'native' and native.ready(self):
+            return self._native_forward(F, x, residual, source)
+        for stage in self._stages:
+            weight = self._weight(F, stage, source)
+            source = COMBINE_RULES[stage.rule](F, x, residual, weight, stage.scale)
+        return weight if self._return_weight else source
+
+    def _native_forward(self, F, x, residual, source):
+        """The stages with the fused operator where they are soft selections. The operator
+        needs plain-layout maps: x and the residual are converted once for all stages.
+
+        Each stage's global branch pools its source with MXNet's pooling operator, as the
+        original does. Handing iAFF's second stage a mean computed by the operator instead
+        was tried: in the ill-conditioned steps of training (BatchNorm over the pooled maps of
+        a small batch) that one different rounding moved gradients 500 times the original's
+        own float32 error away from its float64 gradients (docs/development.md, training
+        parity)."""
+        plain = None
+        for stage, pair in zip(self._stages, self._fused_pairs):
+            if not pair:
+                weight = self._weight(F, stage, source)
+                source = COMBINE_RULES[stage.rule](F, x, residual, weight, stage.scale)
+                continue
+            local, glob = (getattr(self, name)(source) for name in pair)
+            plain = plain or (native.plain_copy(F, x), native.plain_view(F, residual))
+            source = F.openaff_soft_select(native.plain_copy(F, local), glob, plain[0], plain[1],
+                                           scale=stage.scale)
+        return weight if self._return_weight else source
