@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 import mxnet as mx
 import numpy as np
 
+from .cli.args import fail, positive_int
 from ._threads import mxnet_threads
 from .fusion import IMPLEMENTATIONS, implementation
 
@@ -241,9 +242,8 @@ def table(results, baseline):
 
 
 def plot(results, path):
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    from .plotting import pyplot
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     for ax, key, label in ((axes[0], 'gflops', 'GFLOPs'), (axes[1], 'params_m', 'parameters (M)')):
         for r in results:
@@ -264,13 +264,6 @@ def machine():
             'gpus': mx.context.num_gpus()}
 
 
-def _positive(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
-    return value
-
-
 def build_parser():
     p = argparse.ArgumentParser(prog='python -m openaff.benchmark', description=__doc__.split('\n')[0])
     p.add_argument('--set', choices=sorted(SETS), default='imagenet')
@@ -280,7 +273,7 @@ def build_parser():
     p.add_argument('--dtype', default='float32')
     p.add_argument('--batch-size', type=int, default=8)
     p.add_argument('--input-size', type=int, default=None)
-    p.add_argument('--repeats', type=_positive, default=10,
+    p.add_argument('--repeats', type=positive_int, default=10,
                    help='timed rounds per metric, each timing the baseline and the model back '
                         'to back, in alternating order (rounded up to even)')
     p.add_argument('--warmup', type=int, default=3)
@@ -322,8 +315,7 @@ def main(argv=None):
     try:
         results = measure_all(models, baseline, opt, ctx, argv)
     except ValueError as error:  # unknown model name
-        print(f'error: {error}', file=sys.stderr)
-        return 2
+        return fail(str(error))
     print(table(results, baseline))
     print(f'{opt.ctx}, {opt.dtype}, batch {opt.batch_size}; MXNet CPU threads: {mxnet_threads()} '
           f'of {os.cpu_count()} processors')

@@ -17,6 +17,8 @@ import sys
 import mxnet as mx
 
 from .benchmark import inference_step, machine, median_time, training_step
+from .cli.args import fail
+from .data import HEAD_CLASSES
 
 RESNET20 = ['--model', 'resnet', '--blocks', '3', '--channel-times', '1']
 CIFAR_SET = {
@@ -101,7 +103,7 @@ def costs(opt, model_args):
     if opt.dataset == 'imagenet':
         (builder, kwargs, _), classes, size = script.net_spec(parsed), parsed.classes, parsed.input_size
     else:
-        classes, size = {'cifar10': 10, 'cifar100': 100, 'digits': 10}[opt.dataset], 32
+        classes, size = HEAD_CLASSES[opt.dataset], 32
         builder, kwargs, _ = script.net_spec(parsed, classes)
     net = builder(**kwargs)
     net.initialize(mx.init.Xavier())
@@ -143,9 +145,8 @@ def table(rows, dataset, seeds):
 
 
 def figure(rows, path, dataset):
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    from .plotting import pyplot
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     for ax, key, label in ((axes[0], 'params_m', 'parameters (M)'),
                            (axes[1], 'train_ips', 'training images/s (this machine)')):
@@ -186,8 +187,7 @@ def main(argv=None):
     catalog = IMAGENET_SET if opt.dataset == 'imagenet' else CIFAR_SET
     unknown = [m for m in opt.models or [] if m not in catalog]
     if unknown:
-        print(f'error: unknown models {unknown}; valid: {", ".join(catalog)}', file=sys.stderr)
-        return 2
+        return fail(f'unknown models {unknown}; valid: {", ".join(catalog)}')
     chosen = opt.models or list(catalog)
     rows = []
     for label in chosen:

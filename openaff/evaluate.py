@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import mxnet as mx
 
+from .cli.args import add_rec_options, fail
+
 __all__ = ['Target', 'resolve', 'evaluate_checkpoint', 'main']
 
 
@@ -169,10 +171,7 @@ def build_parser():
     p.add_argument('--labels', choices=('fine', 'coarse'))
     p.add_argument('--data-dir', default=None)
     p.add_argument('--use-rec', action='store_true')
-    p.add_argument('--rec-train', default='~/.mxnet/datasets/imagenet/rec/train.rec')
-    p.add_argument('--rec-train-idx', default='~/.mxnet/datasets/imagenet/rec/train.idx')
-    p.add_argument('--rec-val', default='~/.mxnet/datasets/imagenet/rec/val.rec')
-    p.add_argument('--rec-val-idx', default='~/.mxnet/datasets/imagenet/rec/val.idx')
+    add_rec_options(p)
     p.add_argument('--synthetic', action='store_true')
     p.add_argument('--input-size', type=int, default=None)
     p.add_argument('--batch-size', type=int, default=100)
@@ -190,8 +189,7 @@ def main(argv=None):
     try:
         result = evaluate_checkpoint(opt)
     except (ValueError, FileNotFoundError, DatasetNotFoundError, CheckpointError, OSError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 2
+        return fail(str(err))
     print(report(result))
     if opt.json:
         with open(opt.json, 'w') as handle:

@@ -42,6 +42,8 @@ import subprocess
 import sys
 import time
 
+from .cli.args import non_negative_float, positive_int
+
 __all__ = ['Process', 'Job', 'read_hostfile', 'assign_hosts', 'main']
 
 PROG = 'openaff.launch'
@@ -376,20 +378,6 @@ def build_processes(command, num_workers, num_servers, hosts=None, scheduler_hos
 
 # ---------------------------------------------------------------------------- command line
 
-def _positive(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
-    return value
-
-
-def _nonnegative(text):
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f'must not be negative, got {text}')
-    return value
-
-
 def parser():
     p = argparse.ArgumentParser(
         prog=f'python -m {PROG}',
@@ -399,9 +387,9 @@ def parser():
                     'dist_device_sync, dist_async): the scheduler, the servers and the workers, '
                     'each worker running COMMAND; stop them all when one fails. Horovod jobs '
                     'use horovodrun instead.')
-    p.add_argument('-n', '--num-workers', type=_positive, required=True, metavar='N',
+    p.add_argument('-n', '--num-workers', type=positive_int, required=True, metavar='N',
                    help='number of workers (each runs COMMAND)')
-    p.add_argument('-s', '--num-servers', type=_positive, default=1, metavar='S',
+    p.add_argument('-s', '--num-servers', type=positive_int, default=1, metavar='S',
                    help='number of parameter servers (default 1)')
     p.add_argument('-H', '--hostfile', metavar='FILE',
                    help='hosts, one per line ("host", "host:K" or "host slots=K"); servers '
@@ -413,7 +401,7 @@ def parser():
                         "hostfile, this machine's address)")
     p.add_argument('--port', type=int, metavar='P',
                    help="the scheduler's port, DMLC_PS_ROOT_PORT (default: a free port)")
-    p.add_argument('--grace', type=_nonnegative, default=10.0, metavar='SECONDS',
+    p.add_argument('--grace', type=non_negative_float, default=10.0, metavar='SECONDS',
                    help='after the workers succeed, how long servers and the scheduler may take '
                         'to exit before they are stopped; also how long a stopped process gets '
                         'between SIGTERM and SIGKILL (default 10)')

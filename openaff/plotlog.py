@@ -10,11 +10,14 @@ import argparse
 import os
 import sys
 
-from .engine.history import parse_log, plt
+from .engine.history import parse_log
+from .cli.args import fail
+from .plotting import pyplot
 
 
 def plot_logs(paths, output, labels=None):
     """Validation accuracy per epoch of every log in ``paths``, one line each, to ``output``."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for path, label in zip(paths, labels or [os.path.basename(p) for p in paths]):
         curve = parse_log(path)
@@ -40,8 +43,7 @@ def main(argv=None):
     try:
         print(plot_logs(opt.logs, opt.output, opt.labels))
     except (OSError, ValueError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 2
+        return fail(str(err))
     return 0
 
 

@@ -11,12 +11,12 @@ import inspect
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .data.cifar import CIFAR_MEAN, CIFAR_STD
+from .data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from .models import AFFResNet, AFFResNeXt, CIFARAFFResNet, CIFARAFFResNeXt
 
 __all__ = ['ModelInfo', 'Release', 'get_model', 'list_models', 'model_info', 'MODELS']
 
-CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ order of ``|g32 - g64|``.
 from __future__ import annotations
 
 import json
-import pathlib
 
 import mxnet as mx
 import numpy as np

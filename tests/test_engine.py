@@ -181,3 +181,24 @@ def test_engine_distills_from_a_teacher_on_several_devices(tmp_path, contexts):
         np.testing.assert_allclose(copy, after[0], rtol=1e-6, atol=1e-7)
     for param in net.collect_params('.*beta|.*gamma|.*bias').values():
         assert param.wd_mult == 0.0
+
+
+def test_importing_openaff_leaves_matplotlib_alone(tmp_path):
+    """The backend is chosen when a figure is drawn; a process that already uses pyplot keeps
+    its backend."""
+    import subprocess
+    import sys
+    code = (
+        'import sys\n'
+        'import openaff, openaff.engine, openaff.compare, openaff.benchmark, openaff.plotlog\n'
+        'assert "matplotlib.pyplot" not in sys.modules\n'
+        'import matplotlib; matplotlib.use("svg"); import matplotlib.pyplot\n'
+        'from openaff.engine import History\n'
+        'h = History(); h.add(epoch=0, train_acc=0.5, val_acc=0.6)\n'
+        f'h.plot({str(tmp_path / "h.png")!r})\n'
+        'print(matplotlib.get_backend())\n')
+    done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-800:]
+    assert done.stdout.strip().splitlines()[-1] == 'svg'
+    assert (tmp_path / 'h.png').exists()

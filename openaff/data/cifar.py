@@ -224,11 +224,12 @@ class CIFAR(Dataset):
         return mx.nd.array(self.images[idx], dtype='uint8'), int(self.targets[idx])
 
 
-def cifar_transforms(train, auto_aug=False, mean=CIFAR_MEAN, std=CIFAR_STD):
+def cifar_transforms(train, auto_aug=False, mean=CIFAR_MEAN, std=CIFAR_STD, flip=True):
     """The original CIFAR recipe as a Gluon ``Compose`` over uint8 HWC images.
 
     Training: [AutoAugment('cifar10') when ``auto_aug``], random 32x32 crop of the image
-    zero-padded by 4, random horizontal flip, ToTensor, Normalize. Test: ToTensor, Normalize.
+    zero-padded by 4, [random horizontal flip when ``flip``], ToTensor, Normalize. Test:
+    ToTensor, Normalize.
     """
     tail = [transforms.ToTensor(), transforms.Normalize(mean, std)]
     if not train:
@@ -238,8 +239,8 @@ def cifar_transforms(train, auto_aug=False, mean=CIFAR_MEAN, std=CIFAR_STD):
     if auto_aug:
         from .autoaugment import AutoAugment
         head.append(AutoAugment('cifar10'))
-    return transforms.Compose(
-        head + [RandomCrop(32, pad=4), transforms.RandomFlipLeftRight()] + tail)
+    flips = [transforms.RandomFlipLeftRight()] if flip else []
+    return transforms.Compose(head + [RandomCrop(32, pad=4)] + flips + tail)
 
 
 def write_cifar(root, name, fmt, images, labels, coarse=None, archive=False, *,

@@ -10,7 +10,6 @@ from functools import lru_cache
 import mxnet as mx
 import numpy as np
 from mxnet.gluon.data import Dataset
-from mxnet.gluon.data.vision import transforms
 from PIL import Image
 
 __all__ = ['DIGITS_MEAN', 'DIGITS_STD', 'DIGITS_TEST_SIZE', 'Digits', 'digits_transforms',
@@ -100,17 +99,7 @@ class Digits(Dataset):
 
 
 def digits_transforms(train, auto_aug=False):
-    """The CIFAR recipe without flips (digits are not mirror-symmetric) as a Gluon ``Compose``.
-
-    Training: [AutoAugment('cifar10') when ``auto_aug``], random 32x32 crop of the image
-    zero-padded by 4, ToTensor, Normalize. Test: ToTensor, Normalize.
-    """
-    tail = [transforms.ToTensor(), transforms.Normalize(DIGITS_MEAN, DIGITS_STD)]
-    if not train:
-        return transforms.Compose(tail)
-    from gluoncv.data.transforms.block import RandomCrop  # gluoncv is slow to import
-    head = []
-    if auto_aug:
-        from .autoaugment import AutoAugment
-        head.append(AutoAugment('cifar10'))
-    return transforms.Compose(head + [RandomCrop(32, pad=4)] + tail)
+    """The CIFAR recipe (:func:`~openaff.data.cifar.cifar_transforms`) with the digits'
+    normalisation and without flips (digits are not mirror-symmetric)."""
+    from .cifar import cifar_transforms
+    return cifar_transforms(train, auto_aug, DIGITS_MEAN, DIGITS_STD, flip=False)

@@ -20,6 +20,10 @@ from .sampler import ShardSampler
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'RecordLoader', 'ShardSampler', 'folder_loaders',
            'imagenet_transforms', 'make_rec', 'rec_loaders', 'synthetic_loaders']
 
+# where the original scripts looked for the ImageNet record files
+DEFAULT_REC_FILES = {name: f'~/.mxnet/datasets/imagenet/rec/{file}' for name, file in (
+    ('rec_train', 'train.rec'), ('rec_train_idx', 'train.idx'), ('rec_val', 'val.rec'),
+    ('rec_val_idx', 'val.idx'))}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _MEAN_RGB = (123.68, 116.779, 103.939)

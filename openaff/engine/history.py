@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import re
 
-import matplotlib
-
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # noqa: E402
+from ..plotting import pyplot
 
 CIFAR_LINE = re.compile(r'\[Epoch (\d+)\] train=([\d.]+) val=([\d.]+)')
 IMAGENET_LINE = re.compile(r'\[Epoch (\d+)\] validation: err-top1=([\d.]+)')
@@ -42,6 +39,7 @@ class History:
 
     def plot(self, path, title='', compare_log=None):
         """Write the error curves (and an original run's validation error) to ``path``."""
+        plt = pyplot()
         fig, ax = plt.subplots(figsize=(7, 4.5))
         epochs = self.column('epoch')
         ax.plot(epochs, [1 - a for a in self.column('train_acc')], label='training error')

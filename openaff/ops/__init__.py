@@ -19,7 +19,6 @@ import os
 import pathlib
 import shutil
 import subprocess
-import sys
 import tempfile
 import warnings
 
@@ -124,6 +123,7 @@ def _load():
 def main(argv=None):
     """``python -m openaff.ops``: build (or rebuild with ``--force``) and report the library."""
     import argparse
+    from ..cli.args import fail
     parser = argparse.ArgumentParser(prog='python -m openaff.ops', description=main.__doc__)
     parser.add_argument('--force', action='store_true', help='rebuild even if cached')
     opt = parser.parse_args(argv)
@@ -132,7 +132,6 @@ def main(argv=None):
         try:
             build(path)
         except RuntimeError as error:
-            print(f'error: {error}', file=sys.stderr)
-            return 1
+            return fail(str(error), status=1)
     print(path)
     return 0

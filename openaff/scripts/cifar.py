@@ -9,6 +9,7 @@ import mxnet as mx
 from mxnet import gluon
 
 from ..batchnorm import set_bn_momentum
+from ..data import HEAD_CLASSES
 from ..engine import Engine, Recipe, decay_epochs
 from ..models import CIFARAFFResNet, CIFARAFFResNeXt
 from ..models.external import GLUONCV_PREFIX, gluoncv_spec
@@ -152,15 +153,12 @@ def datasets(opt):
     if opt.dataset == 'digits':
         train, val = digits.Digits(train=True), digits.Digits(train=False)
         t_train, t_val = digits.digits_transforms(True, opt.auto_aug), digits.digits_transforms(False)
-        classes = 10
     else:
         labels = opt.labels if opt.dataset == 'cifar100' else 'fine'
         train = cifar.CIFAR(opt.dataset, opt.data_dir, train=True, labels=labels)
         val = cifar.CIFAR(opt.dataset, opt.data_dir, train=False, labels=labels)
         t_train, t_val = cifar.cifar_transforms(True, opt.auto_aug), cifar.cifar_transforms(False)
-        # the released CIFAR-100 networks keep a 100-way head whatever the label set
-        classes = 10 if opt.dataset == 'cifar10' else 100
-    return train.transform_first(t_train), val.transform_first(t_val), classes
+    return train.transform_first(t_train), val.transform_first(t_val), HEAD_CLASSES[opt.dataset]
 
 
 def loaders(opt, batch_size, cluster=None):
@@ -212,7 +210,7 @@ def main(argv=None):
         cluster = start_cluster(opt.kvstore)
         contexts = cluster.contexts(contexts_from(gpus=opt.gpus))
         notes = [] if opt.summary else resolve_precision(opt, contexts)
-        classes = {'cifar10': 10, 'cifar100': 100, 'digits': 10}[opt.dataset]
+        classes = HEAD_CLASSES[opt.dataset]
         cls, kwargs, model_name = net_spec(opt, classes)
         net = cls(**kwargs)
         if opt.summary:

@@ -8,6 +8,7 @@ import traceback
 
 import mxnet as mx
 
+from ..cli.args import fail  # noqa: F401  (the scripts' one-line errors)
 from ..engine import setup_logging
 
 
@@ -37,12 +38,6 @@ def start_log(opt, log_file, chief=True):
     log = setup_logging(log_file if chief else None, logging.INFO if chief else logging.WARNING)
     log.info('%s', opt)
     return log
-
-
-def fail(message, status=2):
-    """A one-line error instead of a traceback, for problems of the user's input."""
-    print(f'error: {message}', file=sys.stderr)
-    return status
 
 
 def add_scale_out_args(parser):

@@ -11,6 +11,7 @@ import mxnet as mx
 from ..engine import Engine, Recipe, decay_epochs
 from ..models import AFFResNet, AFFResNeXt
 from ..models.external import GLUONCV_PREFIX, gluoncv_spec
+from ..cli.args import add_rec_options
 from ..engine.distributed import DistributedError
 from .common import (add_scale_out_args, apply_syncbn, clamp_workers, contexts_from, fail,
                      resolve_precision, resolve_seed, run_engine, scaled_lr, shard_of,
@@ -24,10 +25,7 @@ def build_parser():
     add = p.add_argument
     add('--data-dir', default='~/.mxnet/datasets/imagenet',
         help='image folder with train/ and val/ class subfolders')
-    add('--rec-train', default='~/.mxnet/datasets/imagenet/rec/train.rec')
-    add('--rec-train-idx', default='~/.mxnet/datasets/imagenet/rec/train.idx')
-    add('--rec-val', default='~/.mxnet/datasets/imagenet/rec/val.rec')
-    add('--rec-val-idx', default='~/.mxnet/datasets/imagenet/rec/val.idx')
+    add_rec_options(p)
     add('--use-rec', action='store_true', help='read the .rec files with ImageRecordIter')
     add('--synthetic', action='store_true', help='train on generated data (smoke runs)')
     add('--summary', action='store_true', help='print parameters and FLOPs, then exit')
