@@ -36,13 +36,14 @@ class Target:
 
 
 def _from_zoo(name, params=True):
+    from .models import builder_name
     from .zoo import model_info
     info = model_info(name)
     reference_acc = None
     if info.release:
         value = info.release.value
         reference_acc = value if info.release.metric == 'top1_acc' else 1 - value
-    return Target(info.builder.__name__, dict(info.args), params, info.dataset, info.labels,
+    return Target(builder_name(info.builder), dict(info.args), params, info.dataset, info.labels,
                   info.input_size, name, f'published: {info.published}', reference_acc)
 
 
@@ -98,12 +99,12 @@ def resolve(name_or_path):
 
 
 def build(target, ctx):
-    from . import models
+    from .models import build_network
     from .store import load_checkpoint
     from .zoo import get_model
     if target.zoo_name:
         return get_model(target.zoo_name, pretrained=target.params, ctx=ctx)
-    net = getattr(models, target.net_class)(**target.kwargs)
+    net = build_network(target.net_class, target.kwargs)
     load_checkpoint(net, target.params, ctx=ctx)
     return net
 

@@ -15,7 +15,8 @@ from .data.cifar import CIFAR_MEAN, CIFAR_STD
 from .data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from .models import AFFResNet, AFFResNeXt, CIFARAFFResNet, CIFARAFFResNeXt
 
-__all__ = ['ModelInfo', 'Release', 'get_model', 'list_models', 'model_info', 'MODELS']
+__all__ = ['ModelInfo', 'Release', 'get_model', 'list_models', 'model_info', 'released_for',
+           'MODELS']
 
 
 
@@ -160,6 +161,16 @@ def model_info(name) -> ModelInfo:
         return MODELS[name]
     except (KeyError, TypeError):
         raise ValueError(f'unknown model {name!r}; valid names: {", ".join(MODELS)}') from None
+
+
+def released_for(builder, **args):
+    """The zoo entry with a released checkpoint built by ``builder`` with ``args`` (e.g.
+    ``askc_type='ASKCFuse'``); ``ValueError`` when there is none."""
+    for info in MODELS.values():
+        if info.release and info.builder is builder and \
+                all(info.args.get(key) == value for key, value in args.items()):
+            return info
+    raise ValueError(f'no released checkpoint for {builder.__name__} with {args}')
 
 
 def _check_arguments(info, kwargs):

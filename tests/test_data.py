@@ -283,7 +283,6 @@ def test_auto_augment_is_first_and_only_when_asked(fake_autoaugment):
 
 
 def test_real_auto_augment_composes():
-    pytest.importorskip('openaff.data.autoaugment')
     image = mx.nd.array(np.random.randint(0, 256, (32, 32, 3)), dtype='uint8')
     assert cifar_transforms(True, auto_aug=True)(image).shape == (3, 32, 32)
     assert digits_transforms(True, auto_aug=True)(image).shape == (3, 32, 32)

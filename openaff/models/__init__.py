@@ -2,5 +2,7 @@
 from .cifar import CIFARAFFResNet, CIFARAFFResNeXt
 from .imagenet import AFFResNet, AFFResNeXt
 from .external import gluoncv_net
+from .registry import BUILDERS, build_network, builder_name
 
-__all__ = ['CIFARAFFResNet', 'CIFARAFFResNeXt', 'AFFResNet', 'AFFResNeXt', 'gluoncv_net']
+__all__ = ['CIFARAFFResNet', 'CIFARAFFResNeXt', 'AFFResNet', 'AFFResNeXt', 'gluoncv_net',
+           'BUILDERS', 'build_network', 'builder_name']

@@ -11,7 +11,7 @@ from mxnet import gluon
 from ..batchnorm import set_bn_momentum
 from ..data import HEAD_CLASSES
 from ..engine import Engine, Recipe, decay_epochs
-from ..models import CIFARAFFResNet, CIFARAFFResNeXt
+from ..models import CIFARAFFResNet, CIFARAFFResNeXt, builder_name
 from ..models.external import GLUONCV_PREFIX, gluoncv_spec
 from ..engine.distributed import DistributedError
 from .common import (add_scale_out_args, apply_syncbn, clamp_workers, contexts_from, fail,
@@ -237,6 +237,6 @@ def main(argv=None):
                     train_loader, val_loader, classes, model_name, opt.save_dir or '.',
                     plot_dir=opt.save_plot_dir, compare_log=opt.compare_log, cluster=cluster,
                     run_info={'dataset': opt.dataset, 'labels': opt.labels,
-                              'net': {'class': cls.__name__, 'kwargs': kwargs}})
+                              'net': {'class': builder_name(cls), 'kwargs': kwargs}})
     return run_engine(engine, log, opt.resume_from,
                       lambda best: log.info('best_val_score: %f', best))

@@ -9,7 +9,7 @@ import os
 import mxnet as mx
 
 from ..engine import Engine, Recipe, decay_epochs
-from ..models import AFFResNet, AFFResNeXt
+from ..models import AFFResNet, AFFResNeXt, builder_name
 from ..models.external import GLUONCV_PREFIX, gluoncv_spec
 from ..cli.args import add_rec_options
 from ..engine.distributed import DistributedError
@@ -153,13 +153,9 @@ def teacher_of(opt, contexts):
 def prepare_net(opt, net, contexts):
     """Initialise (or load) on ``contexts`` and cast to ``--dtype``."""
     if opt.use_pretrained:
-        from ..zoo import MODELS
+        from ..zoo import released_for
         from ..store import fetch_release, load_checkpoint
-        matches = [i for i in MODELS.values() if i.builder is type(net)
-                   and i.args.get('askc_type') == opt.askc_type and i.release]
-        if not matches:
-            raise ValueError(f'no released checkpoint for {opt.model} with {opt.askc_type}')
-        release = matches[0].release
+        release = released_for(type(net), askc_type=opt.askc_type).release
         load_checkpoint(net, fetch_release(release.path, release.blob_sha1), ctx=contexts)
     else:
         from ..engine import seed_everything
@@ -201,7 +197,7 @@ def main(argv=None):
                     teacher=teacher_of(opt, contexts), compare_log=opt.compare_log,
                     cluster=cluster,
                     run_info={'dataset': 'imagenet', 'input_size': opt.input_size,
-                              'net': {'class': cls.__name__, 'kwargs': kwargs}})
+                              'net': {'class': builder_name(cls), 'kwargs': kwargs}})
     if opt.resume_states:
         engine.trainer.load_states(opt.resume_states)
     # --resume-params/--resume-states/--resume-epoch: the original way, still accepted
