@@ -20,6 +20,7 @@ from ..batchnorm import precise_bn
 from .checkpoint import CheckpointManager
 from .distributed import Cluster, Watchdog
 from .history import History
+from .reporting import CifarReport
 from .schedule import make_lr_scheduler
 from .targets import draw_mixup_lambda, mixup_batch, new_rng
 
@@ -51,8 +52,6 @@ class Recipe:
     hybrid: bool = True
     precise_bn: int = 0          # batches for precise BN before each evaluation; 0 = off
     seed: int = 0
-    log_style: str = 'cifar'     # 'cifar' or 'imagenet' line formats of the original logs
-    log_interval: int = 50
     save_period: int = 10
     temperature: float = 20.0    # distillation
     hard_weight: float = 0.5
@@ -168,8 +167,9 @@ class Engine:
 
     def __init__(self, net, recipe, contexts, train_data, val_data, classes, model_name,
                  save_dir, plot_dir=None, teacher=None, compare_log=None, run_info=None,
-                 cluster=None):
+                 cluster=None, report=None):
         self.net, self.recipe, self.contexts = net, recipe, list(contexts)
+        self.report = report or CifarReport()
         self.cluster = cluster or Cluster()
         self.watchdog = Watchdog(recipe.dist_timeout if self.cluster.distributed else 0,
                                  self.cluster.describe())
@@ -276,10 +276,8 @@ class Engine:
             seen += batch[0].shape[0]
             bar.update(1)
             bar.set_postfix(loss=f'{stats.loss / max(1, stats.samples):.3f}')
-            if recipe.log_style == 'imagenet' and recipe.log_interval and \
-                    (index + 1) % recipe.log_interval == 0:
-                LOG.info('Epoch[%d] Batch [%d]\tSpeed: %f samples/sec\trmse=%f\tlr=%f', epoch,
-                         index, seen / (time.time() - tic), stats.rmse, self.trainer.learning_rate)
+            self.report.batch(epoch, index, seen / (time.time() - tic), stats.rmse,
+                              self.trainer.learning_rate)
         bar.close()
         if stats.samples == 0:
             raise ValueError('the training data gave no batch (is the dataset smaller than '
@@ -302,19 +300,6 @@ class Engine:
         return 'running statistics (moving averages of training)'
 
     # ------------------------------------------------------------------ reporting
-    def _log_epoch(self, epoch, record):
-        if self.recipe.log_style == 'imagenet':
-            LOG.info('[Epoch %d] training: rmse=%f', epoch, record['train_rmse'])
-            LOG.info('[Epoch %d] speed: %d samples/sec\ttime cost: %f', epoch, record['speed'],
-                     record['time'])
-            top5 = record['val_top5'] if record['val_top5'] is not None else float('nan')
-            LOG.info('[Epoch %d] validation: err-top1=%f err-top5=%f', epoch,
-                     1 - record['val_acc'], 1 - top5)
-        else:
-            LOG.info('[Epoch %d] train=%f val=%f loss=%f lr: %f time: %f', epoch,
-                     record['train_rmse'], record['val_acc'], record['train_loss'], record['lr'],
-                     record['time'])
-
     def _save(self, epoch, record):
         if not self.cluster.is_chief:
             self.best = record['val_acc'] if self.best is None else max(self.best,
@@ -323,10 +308,7 @@ class Engine:
         improved = self.best is None or record['val_acc'] > self.best
         if improved:
             self.best = record['val_acc']
-            if self.recipe.log_style == 'imagenet':
-                score, name_epoch = 1 - record['val_acc'], epoch
-            else:
-                score, name_epoch = record['val_acc'], None
+            score, name_epoch = self.report.best_name(epoch, record)
             self.checkpoints.save_best(self.net, score, name_epoch)
         state = {'seed': self.recipe.seed, 'best': self.best, 'history': self.history.records,
                  'metrics': record, 'bn_statistics': self.bn_statistics(), **self.run_info}
@@ -363,7 +345,7 @@ class Engine:
         record.update(evaluate(self.net, self.val_data, self.contexts, self.recipe.dtype,
                                self.cluster, self.watchdog.beat))
         self.history.add(**record)
-        self._log_epoch(epoch, record)
+        self.report.epoch(epoch, record)
         self._save(epoch, record)
         self.watchdog.beat()
 

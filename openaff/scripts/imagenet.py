@@ -9,6 +9,7 @@ import os
 import mxnet as mx
 
 from ..engine import Engine, Recipe, decay_epochs
+from ..engine.reporting import ImageNetReport
 from ..models import AFFResNet, AFFResNeXt, builder_name
 from ..models.external import GLUONCV_PREFIX, gluoncv_spec
 from ..cli.args import add_rec_options
@@ -134,8 +135,7 @@ def recipe_of(opt, seed, lr=None):
                   step_factor=opt.lr_decay, mixup=opt.mixup, mixup_alpha=opt.mixup_alpha,
                   mixup_off_epoch=opt.mixup_off_epoch, label_smoothing=opt.label_smoothing,
                   no_wd=opt.no_wd, dtype=opt.dtype, hybrid=opt.mode == 'hybrid',
-                  precise_bn=opt.precise_bn, seed=seed, log_style='imagenet',
-                  log_interval=opt.log_interval, save_period=opt.save_frequency,
+                  precise_bn=opt.precise_bn, seed=seed, save_period=opt.save_frequency,
                   temperature=opt.temperature, hard_weight=opt.hard_weight, amp=opt.amp,
                   dist_timeout=opt.dist_timeout)
 
@@ -195,7 +195,7 @@ def main(argv=None):
                     train_loader, val_loader, opt.classes, f'imagenet-{model_name}',
                     opt.save_dir or '.', plot_dir=opt.save_plot_dir,
                     teacher=teacher_of(opt, contexts), compare_log=opt.compare_log,
-                    cluster=cluster,
+                    cluster=cluster, report=ImageNetReport(opt.log_interval),
                     run_info={'dataset': 'imagenet', 'input_size': opt.input_size,
                               'net': {'class': builder_name(cls), 'kwargs': kwargs}})
     if opt.resume_states:
