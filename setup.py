@@ -41,7 +41,11 @@ setup(
         # see mxnet and would leave horovod.mxnet out); this extra then finds it installed
         'horovod': ['horovod==0.28.1'],
     },
-    entry_points={'console_scripts': ['openaff-summary=openaff.summary:main']},
+    # one console script per command, besides python -m openaff.X and the top-level scripts
+    entry_points={'console_scripts': [f'openaff-{name}=openaff.{module}:main' for name, module in (
+        ('train-cifar', 'scripts.cifar'), ('train-imagenet', 'scripts.imagenet'),
+        ('evaluate', 'evaluate'), ('summary', 'summary'), ('benchmark', 'benchmark'),
+        ('compare', 'compare'), ('plotlog', 'plotlog'), ('launch', 'launch'), ('ops', 'ops'))]},
     classifiers=[
         'Programming Language :: Python :: 3.11',
         'Topic :: Scientific/Engineering :: Artificial Intelligence',
