@@ -235,3 +235,31 @@ def test_digits_defaults_fill_only_what_the_command_line_leaves():
     assert digits.cosine and digits.num_epochs == train_cifar.DIGITS_DEFAULTS['num_epochs']
     cifar = train_cifar.parse_options(['--dataset', 'cifar100'])
     assert vars(cifar) == vars(train_cifar.build_parser().parse_args(['--dataset', 'cifar100']))
+
+
+@pytest.mark.parametrize('script', ['cifar', 'imagenet'])
+def test_the_original_flags_and_defaults_stay(script):
+    """Every flag, default and choice of both scripts, as the original scripts have them
+    (recorded in tests/data/script_options.json): generating the recipe's options from their
+    declarations must not change one."""
+    recorded = json.loads((REPO / 'tests' / 'data' / 'script_options.json').read_text())[script]
+    parser = {'cifar': train_cifar, 'imagenet': train_imagenet}[script].build_parser()
+    defaults = {k: repr(v) for k, v in vars(parser.parse_args([])).items()}
+    assert defaults == recorded['defaults']
+    assert sorted(s for a in parser._actions for s in a.option_strings) == recorded['options']
+    assert {a.dest: list(a.choices) for a in parser._actions if a.choices} == \
+        recorded['choices']
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--num-epochs', '0'], 'argument --num-epochs: must be at least 1'),
+    (['--lr', 'nan'], 'argument --lr: must be a finite number'),
+    (['--precise-bn', '-5'], 'argument --precise-bn: must be at least 0'),
+    (['--lr-decay', '0'], 'argument --lr-decay: must be a finite number above 0'),
+    (['--momentum', 'fast'], "argument --momentum: not a float: 'fast'"),
+])
+def test_recipe_values_are_checked_where_they_are_declared(argv, message, capsys):
+    with pytest.raises(SystemExit) as done:
+        train_cifar.build_parser().parse_args(argv)
+    assert done.value.code == 2
+    assert message in capsys.readouterr().err

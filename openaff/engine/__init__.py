@@ -1,8 +1,9 @@
 """The shared training engine of the ``train_cifar.py`` and ``train_imagenet.py`` scripts."""
 from .checkpoint import CheckpointManager, atomic_save
 from .history import History, parse_log
-from .loop import Engine, Recipe, evaluate, seed_everything, setup_logging
+from .loop import Engine, evaluate, seed_everything, setup_logging
+from .recipe import Recipe, RecipeOptions
 from .schedule import decay_epochs, make_lr_scheduler
 
 __all__ = ['CheckpointManager', 'atomic_save', 'History', 'parse_log', 'Engine', 'Recipe',
-           'evaluate', 'seed_everything', 'setup_logging', 'decay_epochs', 'make_lr_scheduler']
+           'evaluate', 'seed_everything', 'setup_logging', 'decay_epochs', 'make_lr_scheduler', 'RecipeOptions']

@@ -10,7 +10,6 @@ import os
 import random
 import sys
 import time
-from dataclasses import dataclass
 
 import mxnet as mx
 import numpy as np
@@ -20,6 +19,7 @@ from ..batchnorm import precise_bn
 from .checkpoint import CheckpointManager
 from .distributed import Cluster, Watchdog
 from .history import History
+from .recipe import Recipe  # noqa: F401  (the engine's input, re-exported)
 from .reporting import CifarReport
 from .schedule import make_lr_scheduler
 from .targets import draw_mixup_lambda, mixup_batch, new_rng
@@ -27,39 +27,6 @@ from .targets import draw_mixup_lambda, mixup_batch, new_rng
 __all__ = ['Recipe', 'Engine', 'evaluate', 'seed_everything', 'setup_logging']
 
 LOG = logging.getLogger('openaff')
-
-
-@dataclass
-class Recipe:
-    """Everything about how a network is trained (the original scripts' options)."""
-    num_epochs: int = 1
-    lr: float = 0.1
-    momentum: float = 0.9
-    wd: float = 1e-4
-    optimizer: str = 'nag'
-    lr_mode: str = 'step'
-    warmup_epochs: int = 0
-    warmup_lr: float = 0.0
-    step_epochs: tuple = ()
-    step_factor: float = 0.1
-    mixup: bool = False
-    mixup_alpha: float = 1.0
-    mixup_off_epoch: int = 0
-    label_smoothing: bool = False
-    no_wd: bool = False
-    dtype: str = 'float32'
-    amp: bool = False            # mxnet.contrib.amp: initialised by the script before the net
-    hybrid: bool = True
-    precise_bn: int = 0          # batches for precise BN before each evaluation; 0 = off
-    seed: int = 0
-    save_period: int = 10
-    temperature: float = 20.0    # distillation
-    hard_weight: float = 0.5
-    dist_timeout: float = 300.0  # seconds without progress before a distributed worker gives up
-
-    @property
-    def smoothing(self):
-        return 0.1 if self.label_smoothing else 0.0
 
 
 def seed_everything(seed):

@@ -10,7 +10,7 @@ from mxnet import gluon
 
 from ..batchnorm import set_bn_momentum
 from ..data import HEAD_CLASSES
-from ..engine import Engine, Recipe, decay_epochs
+from ..engine import Engine, RecipeOptions, decay_epochs
 from ..models import CIFARAFFResNet, CIFARAFFResNeXt, builder_name
 from ..models.external import GLUONCV_PREFIX, gluoncv_spec
 from ..engine.distributed import DistributedError
@@ -29,6 +29,16 @@ DIGITS_DEFAULTS = dict(blocks=1, channel_times=1, num_epochs=20, batch_size=64, 
                        cosine=True, warmup_epochs=2, label_smoothing=True, no_wd=True,
                        num_workers=0, save_dir='runs/digits', logging_dir='runs/digits',
                        save_plot_dir='runs/digits')
+
+
+# the original train_cifar.py's defaults and flag names where they differ from the recipe's;
+# the schedule's mode, warm-up and decay epochs follow from --cosine and --lr-decay-epoch
+RECIPE = RecipeOptions(
+    defaults=dict(num_epochs=640, lr=0.2, warmup_epochs=10, mixup_alpha=1, mixup_off_epoch=40,
+                  dist_timeout=300),
+    flags=dict(step_factor='--lr-decay'),
+    helps=dict(warmup_epochs='epochs of linear warm-up (with --cosine)'),
+    exclude=('lr_mode', 'temperature', 'hard_weight'))
 
 
 def build_parser():
@@ -53,39 +63,24 @@ def build_parser():
         help='resnet, resnext, or gluoncv:NAME for a GluonCV model-zoo baseline')
     add('-j', '--num-data-workers', dest='num_workers', type=int, default=96,
         help='data loading processes (capped at the CPU count; 0 = in the main process)')
-    add('--num-epochs', type=int, default=640)
-    add('--lr', type=float, default=0.2)
-    add('--momentum', type=float, default=0.9)
-    add('--wd', type=float, default=0.0001)
-    add('--lr-decay', type=float, default=0.1)
+    RECIPE.add_to(p)
     add('--lr-decay-period', type=int, default=0)
     add('--lr-decay-epoch', default='300,450')
+    add('--cosine', action='store_true', help='linear warm-up, then cosine decay')
     add('--drop-rate', type=float, default=0.0, help='unused, as in the original')
     add('--mode', default='hybrid', choices=('hybrid', 'imperative'))
-    add('--save-period', type=int, default=10, help='keep every N-th epoch checkpoint')
     add('--save-dir', default='params')
     add('--logging-dir', default='logs')
     add('--resume-from', default=None, help="'latest', a checkpoint JSON, or a .params file")
     add('--save-plot-dir', default='.')
-    add('--mixup', action='store_true')
-    add('--mixup-alpha', type=float, default=1)
-    add('--mixup-off-epoch', type=int, default=40)
     add('--auto_aug', action='store_true', help='AutoAugment CIFAR-10 policy')
-    add('--label-smoothing', action='store_true')
-    add('--cosine', action='store_true', help='linear warm-up, then cosine decay')
-    add('--no-wd', action='store_true', help='no weight decay on BN gamma/beta and biases')
-    add('--warmup-lr', type=float, default=0.0)
-    add('--warmup-epochs', type=int, default=10)
     add('--deep-stem', action='store_true')
     add('--seed', type=int, default=None, help='random seed (logged; random when absent)')
-    add('--precise-bn', type=int, default=0, metavar='N',
-        help='re-estimate BatchNorm statistics over N training batches before each evaluation')
     add('--bn-branch-momentum', type=float, default=None,
         help='running-statistics momentum of the fusion branches\' BatchNorms (default 0.9)')
     add('--compare-log', default=None, help='an original log to draw in the history plot')
     add('--frozen-input-stats', action='store_true',
         help="the original's behaviour: the input BatchNorm's running statistics stay 0/1")
-    add('--dtype', default='float32', help='float32, or float16 with multi-precision (GPUs)')
     add_scale_out_args(p)
     return p
 
@@ -178,19 +173,16 @@ def loaders(opt, batch_size, cluster=None):
 
 
 def recipe_of(opt, seed, lr=None):
+    """The :class:`~openaff.engine.Recipe` of parsed options: the schedule as the original
+    script built it (warm-up only with --cosine; step decay at the start of an epoch)."""
     warmup = opt.warmup_epochs if opt.cosine else 0
     # as the original: decay epochs are counted with the warm-up subtracted, even without it
     steps = [e - (opt.warmup_epochs - warmup)
              for e in decay_epochs(opt.num_epochs, opt.lr_decay_epoch, opt.lr_decay_period)]
-    return Recipe(num_epochs=opt.num_epochs, lr=opt.lr if lr is None else lr,
-                  momentum=opt.momentum, wd=opt.wd,
-                  lr_mode='cosine' if opt.cosine else 'epoch_step', warmup_epochs=warmup,
-                  warmup_lr=opt.warmup_lr, step_epochs=tuple(steps), step_factor=opt.lr_decay,
-                  mixup=opt.mixup, mixup_alpha=opt.mixup_alpha,
-                  mixup_off_epoch=opt.mixup_off_epoch, label_smoothing=opt.label_smoothing,
-                  no_wd=opt.no_wd, hybrid=opt.mode == 'hybrid', precise_bn=opt.precise_bn,
-                  seed=seed, save_period=opt.save_period, dtype=opt.dtype, amp=opt.amp,
-                  dist_timeout=opt.dist_timeout)
+    return RECIPE.recipe(opt, lr=opt.lr if lr is None else lr,
+                         lr_mode='cosine' if opt.cosine else 'epoch_step',
+                         warmup_epochs=warmup, step_epochs=tuple(steps),
+                         hybrid=opt.mode == 'hybrid', seed=seed)
 
 
 def summarize_and_exit(net, input_size=32):

@@ -41,7 +41,8 @@ def start_log(opt, log_file, chief=True):
 
 
 def add_scale_out_args(parser):
-    """Options both scripts share for many devices and workers, float16/AMP and SyncBN."""
+    """Options both scripts share for many devices and workers, and SyncBN (the recipe's
+    ``--dist-timeout``, ``--dtype`` and ``--amp`` come with the recipe options)."""
     from ..engine.distributed import KVSTORES
     add = parser.add_argument
     add('--kvstore', default='device', choices=KVSTORES,
@@ -50,11 +51,6 @@ def add_scale_out_args(parser):
     add('--lr-scaling', default='none', choices=('none', 'linear'),
         help='linear: multiply --lr by the number of workers (the global batch grows with '
              'them); none: --lr is used as given')
-    add('--dist-timeout', type=float, default=300, metavar='SECONDS',
-        help='a distributed worker that makes no progress for this long exits with an error '
-             '(a peer died); 0 waits forever')
-    add('--amp', action='store_true',
-        help='automatic mixed precision (mxnet.contrib.amp): float16 on GPUs, bfloat16 on CPUs')
     add('--syncbn', action='store_true',
         help='SyncBatchNorm: batch statistics over all GPUs of a worker instead of per GPU')
 

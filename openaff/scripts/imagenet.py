@@ -8,7 +8,7 @@ import os
 
 import mxnet as mx
 
-from ..engine import Engine, Recipe, decay_epochs
+from ..engine import Engine, RecipeOptions, decay_epochs
 from ..engine.reporting import ImageNetReport
 from ..models import AFFResNet, AFFResNeXt, builder_name
 from ..models.external import GLUONCV_PREFIX, gluoncv_spec
@@ -19,6 +19,12 @@ from .common import (add_scale_out_args, apply_syncbn, clamp_workers, contexts_f
                      start_cluster, start_log)
 
 LAYERS = {50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 4, 36, 3]}
+# the original train_imagenet.py's defaults and flag names where they differ from the recipe's
+RECIPE = RecipeOptions(
+    defaults=dict(num_epochs=240, lr=0.075, lr_mode='cosine', warmup_epochs=5, mixup_alpha=0.2,
+                  mixup_off_epoch=5, dtype='float16', temperature=20, dist_timeout=300),
+    flags=dict(step_factor='--lr-decay', save_period='--save-frequency'),
+    helps=dict(dtype='float16 (with multi-precision) or float32'))
 
 
 def build_parser():
@@ -32,22 +38,14 @@ def build_parser():
     add('--summary', action='store_true', help='print parameters and FLOPs, then exit')
     add('--batch-size', type=int, default=128, help='batch size per device')
     add('--r', type=int, default=16, help='reduction ratio of the fusion')
-    add('--dtype', default='float16', help='float16 (with multi-precision) or float32')
     add('--model', default='resnet',
         help='resnet, resnext, or gluoncv:NAME for a GluonCV model-zoo baseline')
     add('--askc-type', default='ASKCFuse')
     add('--num-gpus', type=int, default=4, help='0 trains on the CPU')
     add('-j', '--num-data-workers', dest='num_workers', type=int, default=96)
-    add('--num-epochs', type=int, default=240)
-    add('--lr', type=float, default=0.075)
-    add('--momentum', type=float, default=0.9)
-    add('--wd', type=float, default=0.0001)
-    add('--lr-mode', default='cosine', choices=('cosine', 'step', 'poly', 'linear'))
-    add('--lr-decay', type=float, default=0.1)
+    RECIPE.add_to(p)
     add('--lr-decay-period', type=int, default=0)
     add('--lr-decay-epoch', default='40,60')
-    add('--warmup-lr', type=float, default=0.0)
-    add('--warmup-epochs', type=int, default=5)
     add('--last-gamma', action='store_true',
         help='zero-initialise the last BN gamma of each block (the ResNeXt models always were '
              'in the released runs: their block inverted the flag)')
@@ -56,16 +54,8 @@ def build_parser():
     add('--crop-ratio', type=float, default=0.875)
     add('--use-pretrained', action='store_true', help='start from the released checkpoint')
     add('--use-se', action='store_true')
-    add('--mixup', action='store_true')
-    add('--mixup-alpha', type=float, default=0.2)
-    add('--mixup-off-epoch', type=int, default=5)
-    add('--label-smoothing', action='store_true')
-    add('--no-wd', action='store_true')
     add('--teacher', default=None, help='GluonCV model name of a distillation teacher')
-    add('--temperature', type=float, default=20)
-    add('--hard-weight', type=float, default=0.5)
     add('--batch-norm', action='store_true', help='unused, as in the original')
-    add('--save-frequency', type=int, default=10)
     add('--save-dir', default='params')
     add('--resume-epoch', type=int, default=0, help='with --resume-params: its epoch')
     add('--resume-params', default='')
@@ -79,7 +69,6 @@ def build_parser():
     add('--num-layer', type=int, default=50, choices=sorted(LAYERS))
     add('--classes', type=int, default=1000)
     add('--seed', type=int, default=None)
-    add('--precise-bn', type=int, default=0, metavar='N')
     add('--save-plot-dir', default=None, help='where to write the history PNG')
     add('--compare-log', default=None, help='an original log to draw in the history plot')
     add_scale_out_args(p)
@@ -127,17 +116,10 @@ def loaders(opt, batch_size, cluster=None):
 
 
 def recipe_of(opt, seed, lr=None):
-    return Recipe(num_epochs=opt.num_epochs, lr=opt.lr if lr is None else lr,
-                  momentum=opt.momentum, wd=opt.wd,
-                  lr_mode=opt.lr_mode, warmup_epochs=opt.warmup_epochs, warmup_lr=opt.warmup_lr,
-                  step_epochs=tuple(decay_epochs(opt.num_epochs, opt.lr_decay_epoch,
-                                                 opt.lr_decay_period)),
-                  step_factor=opt.lr_decay, mixup=opt.mixup, mixup_alpha=opt.mixup_alpha,
-                  mixup_off_epoch=opt.mixup_off_epoch, label_smoothing=opt.label_smoothing,
-                  no_wd=opt.no_wd, dtype=opt.dtype, hybrid=opt.mode == 'hybrid',
-                  precise_bn=opt.precise_bn, seed=seed, save_period=opt.save_frequency,
-                  temperature=opt.temperature, hard_weight=opt.hard_weight, amp=opt.amp,
-                  dist_timeout=opt.dist_timeout)
+    return RECIPE.recipe(opt, lr=opt.lr if lr is None else lr,
+                         step_epochs=tuple(decay_epochs(opt.num_epochs, opt.lr_decay_epoch,
+                                                        opt.lr_decay_period)),
+                         hybrid=opt.mode == 'hybrid', seed=seed)
 
 
 def teacher_of(opt, contexts):
