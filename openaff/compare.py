@@ -33,7 +33,7 @@ CIFAR_SET = {
 # smoothing, no weight decay on BN/bias, NAG. At a constant lr with no warm-up (a recipe the
 # original never used) the AFF/iAFF ResNet-20 blow up in the first steps (gradient norm of a
 # batch of 64 at init: 490-770 and 2000-3400 against 90-140 for plain addition). Mixup is left
-# out on digits, measured in docs/comparison.md. Evaluated in inference mode on the running
+# out on digits, measured in docs/baselines.md. Evaluated in inference mode on the running
 # BatchNorm statistics, which the cosine tail lets settle.
 DIGITS_RECIPE = ['--batch-size', '64', '--lr', '0.1', '--cosine', '--warmup-epochs', '2',
                  '--label-smoothing', '--no-wd']

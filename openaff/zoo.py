@@ -1,9 +1,12 @@
 """The model zoo: one table of named configurations with what a user wants to know about each
 (paper parameters, released checkpoint and its result, input size, normalisation, label set).
 
-Networks of *Attentional Feature Fusion* (Dai et al., WACV 2021). ``get_model`` follows GluonCV:
-without ``pretrained`` the network is returned uninitialised (the training scripts initialise it);
-user keyword arguments override the named configuration (timm's ``dict(model_args, **kwargs)``).
+Networks of *Attentional Feature Fusion* (Dai et al., WACV 2021). Names follow timm's
+``architecture.tag``: the architecture (``cifar_aff_resnet32``) and, after the dot, which
+released weights (``.fine``, ``.coarse`` for the 20 CIFAR-100 superclasses, ``.imagenet``); the
+architecture alone means its first release. ``get_model`` follows GluonCV: without
+``pretrained`` the network is returned uninitialised (the training scripts initialise it); user
+keyword arguments override the named configuration (timm's ``dict(model_args, **kwargs)``).
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from .data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from .models import AFFResNet, AFFResNeXt, CIFARAFFResNet, CIFARAFFResNeXt
 
 __all__ = ['ModelInfo', 'Release', 'get_model', 'list_models', 'model_info', 'released_for',
-           'MODELS']
+           'architecture', 'MODELS', 'ALIASES']
 
 
 
@@ -81,13 +84,13 @@ def _imagenet_resnext50(fusion):
 
 
 _ENTRIES = [
-    ModelInfo('cifar_aff_resnet32', 'AFF-ResNet-32 (CIFAR-100)', CIFARAFFResNet,
+    ModelInfo('cifar_aff_resnet32.fine', 'AFF-ResNet-32 (CIFAR-100)', CIFARAFFResNet,
               _cifar_resnet32('ASKCFuse'), labels='fine', paper_params_m=7.9, **_CIFAR,
               release=Release(_BASE + 'cifar100/AFF-ResNet-32/'
                               '0.8357-cifar100-ASKCFuse-resnet-32-c-4-s-1-best.params',
                               'e5f9164dd45269fa776b65c4eb95308ff7465e80', 'top1_acc', 0.8357),
               published='83.57 % top-1 (fine labels)'),
-    ModelInfo('cifar_aff_resnet32_coarse', 'AFF-ResNet-32 (CIFAR-100 superclasses)',
+    ModelInfo('cifar_aff_resnet32.coarse', 'AFF-ResNet-32 (CIFAR-100 superclasses)',
               CIFARAFFResNet, _cifar_resnet32('ASKCFuse'), labels='coarse', paper_params_m=7.9,
               **_CIFAR,
               release=Release(_BASE + 'cifar100/AFF-ResNet-32/superclasses/'
@@ -98,20 +101,20 @@ _ENTRIES = [
     ModelInfo('cifar_iaff_resnet32', 'iAFF-ResNet-32 (CIFAR-100)', CIFARAFFResNet,
               _cifar_resnet32('ResGlobLocaforGlobLocaCha'), labels='fine', paper_params_m=None,
               **_CIFAR, published='no released checkpoint'),
-    ModelInfo('cifar_aff_resnext38_32x4d', 'AFF-ResNeXt-38-32x4d (CIFAR-100)', CIFARAFFResNeXt,
+    ModelInfo('cifar_aff_resnext38_32x4d.coarse', 'AFF-ResNeXt-38-32x4d (CIFAR-100)', CIFARAFFResNeXt,
               _cifar_resnext([4, 4, 4]), labels='coarse', paper_params_m=7.8, **_CIFAR,
               release=Release(_BASE + 'cifar100/AFF-ResNeXt-38-32x4d/'
                               '0.9123-cifar100-ASKCFuse-resneXt-38-c-4-s-1-best.params',
                               '95e0478d1e66f3c65bf88e440e30631aaec08ced', 'top1_acc', 0.9123,
                               'labels not stated; the value matches the superclass runs'),
               published='91.23 % top-1 (README: 91.2; superclasses, inferred)'),
-    ModelInfo('cifar_aff_resnext47_32x4d', 'AFF-ResNeXt-47-32x4d (CIFAR-100)', CIFARAFFResNeXt,
+    ModelInfo('cifar_aff_resnext47_32x4d.fine', 'AFF-ResNeXt-47-32x4d (CIFAR-100)', CIFARAFFResNeXt,
               _cifar_resnext([5, 5, 5]), labels='fine', paper_params_m=9.7, **_CIFAR,
               release=Release(_BASE + 'cifar100/AFF-ResNeXt-47-32x4d/'
                               '0.8538-cifar100-ASKCFuse-resneXt-47-32x4-c-4-s-1-best.params',
                               'e8a6230d2fe602857292aba3b942f192d41af286', 'top1_acc', 0.8538),
               published='85.38 % top-1 (fine labels)'),
-    ModelInfo('cifar_aff_resnext47_32x4d_coarse', 'AFF-ResNeXt-47-32x4d (CIFAR-100 superclasses)',
+    ModelInfo('cifar_aff_resnext47_32x4d.coarse', 'AFF-ResNeXt-47-32x4d (CIFAR-100 superclasses)',
               CIFARAFFResNeXt, _cifar_resnext([5, 5, 5]), labels='coarse', paper_params_m=9.7,
               **_CIFAR,
               release=Release(_BASE + 'cifar100/AFF-ResNeXt-47-32x4d/superclass/'
@@ -119,25 +122,25 @@ _ENTRIES = [
                               '764e2ec951bf7e4fb3738b381f7c204b528db333', 'top1_acc', 0.9184,
                               'trained on the 20 coarse labels with a 100-way head'),
               published='91.84 % top-1 on the 20 superclasses (README: 91.8)'),
-    ModelInfo('aff_resnet50', 'AFF-ResNet-50 (ImageNet)', AFFResNet,
+    ModelInfo('aff_resnet50.imagenet', 'AFF-ResNet-50 (ImageNet)', AFFResNet,
               _imagenet_resnet50('ASKCFuse'), paper_params_m=30.3, **_IMAGENET,
               release=Release(_BASE + 'imagenet/AFF-ResNet-50/'
                               '0.2028-imagenet-ImageNet-ASKCFuse-resnet--50-s-3-235-best.params',
                               'aedcb94bc954b03fccedaace6ae33a85c0831eb3', 'top1_err', 0.2028),
               published='20.28 % top-1 error (README: 20.3)'),
-    ModelInfo('iaff_resnet50', 'iAFF-ResNet-50 (ImageNet)', AFFResNet,
+    ModelInfo('iaff_resnet50.imagenet', 'iAFF-ResNet-50 (ImageNet)', AFFResNet,
               _imagenet_resnet50('ResGlobLocaforGlobLocaCha'), paper_params_m=35.1, **_IMAGENET,
               release=Release(_BASE + 'imagenet/iAFF-ResNet-50/0.2022-imagenet-ImageNet-'
                               'ResGlobLocaforGlobLocaCha-resnet--50-s-3-238-best.params',
                               '8f0e020af632bb0f83e19b667894a783cbec4450', 'top1_err', 0.2022),
               published='20.22 % top-1 error (README: 20.2)'),
-    ModelInfo('aff_resnext50_32x4d', 'AFF-ResNeXt-50-32x4d (ImageNet)', AFFResNeXt,
+    ModelInfo('aff_resnext50_32x4d.imagenet', 'AFF-ResNeXt-50-32x4d (ImageNet)', AFFResNeXt,
               _imagenet_resnext50('ASKCFuse'), paper_params_m=29.9, **_IMAGENET,
               release=Release(_BASE + 'imagenet/AFF-ResNeXt-50/'
                               '0.2028-imagenet-ImageNet-ASKCFuse-resnext--50-s-3-231-best.params',
                               '2dbc5a055fabfb2d37e451b02ef6cad8b04bb709', 'top1_err', 0.2028),
               published='20.28 % top-1 error'),
-    ModelInfo('iaff_resnext50_32x4d', 'iAFF-ResNeXt-50-32x4d (ImageNet)', AFFResNeXt,
+    ModelInfo('iaff_resnext50_32x4d.imagenet', 'iAFF-ResNeXt-50-32x4d (ImageNet)', AFFResNeXt,
               _imagenet_resnext50('ResGlobLocaforGlobLocaCha'), paper_params_m=34.7, **_IMAGENET,
               release=Release(_BASE + 'imagenet/iAFF-ResNeXt-50/0.1978-imagenet-ImageNet-'
                               'ResGlobLocaforGlobLocaCha-resnext--50-s-3-238-best.params',
@@ -149,18 +152,34 @@ _ENTRIES = [
 MODELS = {info.name: info for info in _ENTRIES}
 
 
-def list_models():
-    """Names accepted by :func:`get_model`, in table order."""
-    return list(MODELS)
+def architecture(name):
+    """``'cifar_aff_resnet32.coarse'`` -> ``'cifar_aff_resnet32'``."""
+    return name.split('.', 1)[0]
+
+
+# an architecture alone names its first release; the earlier names of the superclass weights
+ALIASES = {**{architecture(n): n for n in reversed(list(MODELS)) if '.' in n},
+           'cifar_aff_resnet32_coarse': 'cifar_aff_resnet32.coarse',
+           'cifar_aff_resnext47_32x4d_coarse': 'cifar_aff_resnext47_32x4d.coarse'}
+
+
+def list_models(pretrained=False):
+    """Architecture names accepted by :func:`get_model`, in table order; with ``pretrained``,
+    the ``architecture.tag`` names of every released checkpoint."""
+    if pretrained:
+        return [name for name, info in MODELS.items() if info.release]
+    return list(dict.fromkeys(architecture(name) for name in MODELS))
 
 
 def model_info(name) -> ModelInfo:
-    """The :class:`ModelInfo` of a zoo name; unknown names raise ``ValueError`` listing the
-    valid ones."""
-    try:
-        return MODELS[name]
-    except (KeyError, TypeError):
-        raise ValueError(f'unknown model {name!r}; valid names: {", ".join(MODELS)}') from None
+    """The :class:`ModelInfo` of a zoo name (``architecture`` or ``architecture.tag``); unknown
+    names raise ``ValueError`` listing the valid ones."""
+    canonical = name if isinstance(name, str) and name in MODELS else ALIASES.get(name) \
+        if isinstance(name, str) else None
+    if canonical is None:
+        raise ValueError(f'unknown model {name!r}; valid names: '
+                         f'{", ".join(list_models() + list_models(pretrained=True))}')
+    return MODELS[canonical]
 
 
 def released_for(builder, **args):
@@ -219,9 +238,8 @@ def get_model(name, pretrained: bool | str = False, root='~/.mxnet/models', ctx=
         from . import store
         if pretrained is True:
             if info.release is None:
-                with_files = [n for n, i in MODELS.items() if i.release]
                 raise ValueError(f'{name!r} has no released checkpoint; models with one: '
-                                 f'{", ".join(with_files)}')
+                                 f'{", ".join(list_models(pretrained=True))}')
             path = store.fetch_release(info.release.path, info.release.blob_sha1, root=root)
         else:
             path = str(pretrained)

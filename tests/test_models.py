@@ -70,6 +70,25 @@ def test_export_to_symbol_json_and_reload(name, tmp_path):
     np.testing.assert_allclose(loaded(x).asnumpy(), expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize('name', list_models(pretrained=True))
+def test_released_weights_are_named_architecture_dot_tag(name):
+    """timm's ``architecture.tag``: the architecture builds the network, the tag picks the
+    released weights and their label set."""
+    arch, tag = name.split('.')
+    info = model_info(name)
+    assert info.release is not None and info.labels == tag
+    assert arch in list_models() and model_info(arch).builder is info.builder
+
+
+@pytest.mark.parametrize('old, new', [('cifar_aff_resnet32', 'cifar_aff_resnet32.fine'),
+                                      ('cifar_aff_resnet32_coarse', 'cifar_aff_resnet32.coarse'),
+                                      ('cifar_aff_resnext47_32x4d_coarse',
+                                       'cifar_aff_resnext47_32x4d.coarse'),
+                                      ('aff_resnet50', 'aff_resnet50.imagenet')])
+def test_earlier_names_still_resolve(old, new):
+    assert model_info(old) is model_info(new)
+
+
 def test_unknown_model_lists_the_valid_names():
     with pytest.raises(ValueError, match='aff_resnet50'):
         get_model('resnet_aff_50')

@@ -42,11 +42,11 @@ def publish_tiny_release(root, monkeypatch, name='cifar_aff_resnet32', corrupt=F
     blob = git_blob_sha1(str(path))
     if corrupt:
         path.write_bytes(path.read_bytes()[:-8] + b'garbage!')
-    info = zoo.MODELS[name]
+    info = zoo.model_info(name)
     patched = dataclasses.replace(info, args={**info.args, **TINY},
                                   release=dataclasses.replace(info.release, path='params/tiny.params',
                                                               blob_sha1=blob))
-    monkeypatch.setitem(zoo.MODELS, name, patched)
+    monkeypatch.setitem(zoo.MODELS, info.name, patched)
     return x, expected
 
 
