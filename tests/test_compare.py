@@ -1,7 +1,11 @@
 """The comparison tool trains the set with one recipe and writes one table, JSON and figure."""
 import json
 
+import pytest
+
 from openaff.compare import main
+
+pytestmark = [pytest.mark.slow]
 
 
 def test_compare_two_models_two_seeds(tmp_path, capsys):

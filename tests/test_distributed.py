@@ -20,6 +20,8 @@ from openaff.engine import Engine, Recipe
 from openaff.engine.distributed import Cluster, DistributedError, Watchdog, import_horovod
 from openaff.models import CIFARAFFResNet
 
+pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
+
 try:
     import horovod.mxnet  # noqa: F401  (built against mxnet: .ci/run installs it)
     HOROVOD = True

@@ -183,6 +183,7 @@ def test_engine_distills_from_a_teacher_on_several_devices(tmp_path, contexts):
         assert param.wd_mult == 0.0
 
 
+@pytest.mark.multiprocess
 def test_importing_openaff_leaves_matplotlib_alone(tmp_path):
     """The backend is chosen when a figure is drawn; a process that already uses pyplot keeps
     its backend."""

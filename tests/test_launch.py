@@ -15,6 +15,8 @@ import pytest
 
 from openaff import launch
 
+pytestmark = [pytest.mark.multiprocess]
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PY = sys.executable
 DMLC_KEYS = ['DMLC_ROLE', 'DMLC_PS_ROOT_URI', 'DMLC_PS_ROOT_PORT', 'DMLC_NUM_SERVER',

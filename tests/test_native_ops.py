@@ -119,6 +119,7 @@ print(json.dumps({'available': ops.available(), 'shape': out.shape,
 '''
 
 
+@pytest.mark.multiprocess
 def test_switched_off_by_the_environment(tmp_path):
     done = _python(PROBE, OPENAFF_NATIVE_OPS='0', OPENAFF_CACHE=str(tmp_path))
     report = json.loads(done.stdout.splitlines()[-1])
@@ -126,6 +127,7 @@ def test_switched_off_by_the_environment(tmp_path):
                       'warnings': []}
 
 
+@pytest.mark.multiprocess
 def test_a_failed_build_warns_once_and_falls_back(tmp_path):
     done = _python(PROBE, CXX='false', OPENAFF_CACHE=str(tmp_path))
     report = json.loads(done.stdout.splitlines()[-1])
@@ -134,6 +136,8 @@ def test_a_failed_build_warns_once_and_falls_back(tmp_path):
     assert len(report['warnings']) == 1 and 'Python algebra' in report['warnings'][0]
 
 
+@pytest.mark.multiprocess
+@pytest.mark.slow
 def test_ahead_of_time_build_command(tmp_path):
     done = subprocess.run([sys.executable, '-m', 'openaff.ops'], capture_output=True,
                           text=True, cwd=REPO, timeout=300,
@@ -144,6 +148,8 @@ def test_ahead_of_time_build_command(tmp_path):
     assert os.path.getsize(done.stdout.strip()) > 10_000
 
 
+@pytest.mark.multiprocess
+@pytest.mark.slow
 def test_loads_and_runs_beside_horovod(tmp_path):
     """Regression: before the library kept its C++ symbols private, loading it after
     horovod.mxnet died with SIGFPE, and running it next to horovod with "free(): invalid

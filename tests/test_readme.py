@@ -1,6 +1,8 @@
 """The README's Quick start is what CI runs, and its Python snippets run."""
 import re
 
+import pytest
+
 from conftest import REPO
 
 
@@ -17,6 +19,7 @@ def test_ci_runs_the_readme_test_command():
     assert test_command in ci_lines
 
 
+@pytest.mark.slow
 def test_the_quick_start_job_runs(tmp_path, monkeypatch):
     """The main job's command, as the README writes it, for one epoch into a scratch folder."""
     import shlex

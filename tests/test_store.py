@@ -200,6 +200,7 @@ def test_concurrent_threads_download_once(tmp_path, server, published):
     assert len(server.requests) == 1
 
 
+@pytest.mark.multiprocess
 def test_concurrent_processes_download_once(tmp_path, server, published):
     _, sha = published
     server.delay = 1.0

@@ -77,6 +77,7 @@ def _threads_after_a_convolution(**settings):
     return int(threads), variable
 
 
+@pytest.mark.multiprocess
 @pytest.mark.skipif(smt_active() is not False or len(os.sched_getaffinity(0)) < 2,
                     reason='needs a Linux machine without SMT and with 2+ processors')
 def test_import_gives_mxnet_every_core_and_leaves_children_to_decide():

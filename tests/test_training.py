@@ -19,6 +19,8 @@ from openaff.scripts import cifar as train_cifar
 from openaff.scripts import imagenet as train_imagenet
 from conftest import REPO
 
+pytestmark = [pytest.mark.slow]
+
 TINY_NET = ['--blocks', '1', '--channel-times', '1', '-j', '0', '--seed', '7']
 
 
@@ -156,6 +158,7 @@ def final_weights(directory):
     return mx.nd.load(next(iter(glob.glob(os.path.join(directory, '*-final.params')))))
 
 
+@pytest.mark.multiprocess
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     data = write_tiny_cifar(tmp_path / 'data', 'cifar10', 'binary', n_train=128, n_test=32)
     epochs = 5

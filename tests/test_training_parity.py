@@ -13,6 +13,8 @@ import parity
 from conftest import needs_compat
 from openaff import fusion
 
+pytestmark = [pytest.mark.slow]
+
 FIXTURES = needs_compat(parity.fixture_names())
 
 
