@@ -50,8 +50,9 @@ def _compiler():
 
 
 def _flags():
-    # no -ffast-math: its finite-math assumption breaks sigmoid at large |logits|
-    return ['-O3', '-fno-math-errno', '-fopenmp', '-march=native', '-shared', '-fPIC', '-std=c++17',
+    # no -ffast-math: its finite-math assumption breaks sigmoid at large |logits|;
+    # -fno-trapping-math lets g++ turn the kernels' selects into vector blends
+    return ['-O3', '-fno-math-errno', '-fno-trapping-math', '-fopenmp', '-march=native', '-shared', '-fPIC', '-std=c++17',
             f'-Wl,--version-script={EXPORTS}']
 
 

@@ -85,7 +85,7 @@ struct Sigmoid {
 };
 
 inline Sigmoid sigmoid(float z) {
-  const float e = exp_negative(z < 0.0f ? -z : z);
+  const float e = exp_negative(std::fabs(z));
   const float inv = 1.0f / (1.0f + e);
   return {z < 0.0f ? e * inv : inv, e * inv * inv};
 }
