@@ -174,8 +174,9 @@ def list_models(pretrained=False):
 def model_info(name) -> ModelInfo:
     """The :class:`ModelInfo` of a zoo name (``architecture`` or ``architecture.tag``); unknown
     names raise ``ValueError`` listing the valid ones."""
-    canonical = name if isinstance(name, str) and name in MODELS else ALIASES.get(name) \
-        if isinstance(name, str) else None
+    canonical = None
+    if isinstance(name, str):
+        canonical = name if name in MODELS else ALIASES.get(name)
     if canonical is None:
         raise ValueError(f'unknown model {name!r}; valid names: '
                          f'{", ".join(list_models() + list_models(pretrained=True))}')
