@@ -45,7 +45,8 @@ def build_parser():
     p = argparse.ArgumentParser(description='Train a CIFAR AFF network (Dai et al., WACV 2021).')
     add = p.add_argument
     add('--dataset', default='cifar100', choices=DATASETS,
-        help='cifar10, cifar100, or digits (scikit-learn, embedded, 32x32)')
+        help='cifar10, cifar100, or digits (scikit-learn, embedded, 32x32), whose runs default '
+             'to ' + ', '.join(f'{k}={v}' for k, v in DIGITS_DEFAULTS.items()))
     add('--data-dir', default=None,
         help='folder with the official CIFAR release (python or binary, unpacked or .tar.gz); '
              'without it gluon downloads to ~/.mxnet/datasets')
