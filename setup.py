@@ -41,11 +41,12 @@ setup(
         # see mxnet and would leave horovod.mxnet out); this extra then finds it installed
         'horovod': ['horovod==0.28.1'],
     },
-    # one console script per command, besides python -m openaff.X and the top-level scripts
-    entry_points={'console_scripts': [f'openaff-{name}=openaff.{module}:main' for name, module in (
-        ('train-cifar', 'scripts.cifar'), ('train-imagenet', 'scripts.imagenet'),
-        ('evaluate', 'evaluate'), ('summary', 'summary'), ('benchmark', 'benchmark'),
-        ('compare', 'compare'), ('plotlog', 'plotlog'), ('launch', 'launch'), ('ops', 'ops'))]},
+    # one console script per command (openaff/cli/), besides python -m openaff.X and the
+    # top-level train_cifar.py / train_imagenet.py of the original
+    entry_points={'console_scripts': [
+        f"openaff-{module.replace('_', '-')}=openaff.cli.{module}:main" for module in (
+            'train_cifar', 'train_imagenet', 'evaluate', 'summary', 'benchmark', 'compare',
+            'plotlog', 'launch', 'ops')]},
     classifiers=[
         'Programming Language :: Python :: 3.11',
         'Topic :: Scientific/Engineering :: Artificial Intelligence',

@@ -10,17 +10,14 @@ population statistics re-estimated over N training batches. Prints a table and w
 import argparse
 import json
 import os
-import sys
 
 import mxnet as mx
 from mxnet import autograd
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from openaff import evaluate as evaluation  # noqa: E402
-from openaff.batchnorm import precise_bn  # noqa: E402
-from openaff.engine import evaluate  # noqa: E402
-from openaff.scripts import cifar as train_cifar  # noqa: E402
+from openaff import evaluate as evaluation
+from openaff.batchnorm import precise_bn
+from openaff.engine import evaluate
+from openaff.cli import train_cifar
 
 FUSIONS = ('DirectAdd', 'ASKCFuse', 'ResGlobLocaforGlobLocaCha')
 
@@ -42,10 +39,9 @@ def measure(fusion, args):
     if train_cifar.main(argv) != 0:
         raise SystemExit(f'training {fusion} failed')
     final = next(os.path.join(out, f) for f in os.listdir(out) if f.endswith('-final.params'))
-    opt = evaluation.build_parser().parse_args([final])
     target = evaluation.resolve(final)
     net = evaluation.build(target, mx.cpu())
-    train, val = evaluation.val_loader(opt, target)
+    train, val = evaluation.val_loader(evaluation.EvalData(), target)
     running = evaluate(net, val, [mx.cpu()])['val_acc']
     batch = batch_statistics_accuracy(net, val)
     precise_bn(net, train, num_batches=args.precise_bn)

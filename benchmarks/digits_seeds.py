@@ -13,7 +13,7 @@ import statistics
 import sys
 
 from openaff.compare import finished_record
-from openaff.scripts import cifar as train_cifar
+from openaff.cli import train_cifar
 
 
 def run_seed(seed, out, extra, fresh):

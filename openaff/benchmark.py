@@ -10,7 +10,6 @@ Writes a table, JSON and a PNG (throughput against FLOPs and parameters).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -24,7 +23,6 @@ from dataclasses import asdict, dataclass
 import mxnet as mx
 import numpy as np
 
-from .cli.args import fail, positive_int
 from ._threads import mxnet_threads
 from .fusion import IMPLEMENTATIONS, implementation
 
@@ -55,6 +53,35 @@ class Result:
     latency_ratio: float = 1.0
 
 
+@dataclass
+class Settings:
+    """How to measure: the input batch, precision, device and fusion algebra of every row, and
+    how many timed rounds (see :func:`compare`)."""
+    set: str = 'imagenet'
+    device: str = 'cpu'
+    dtype: str = 'float32'
+    batch_size: int = 8
+    input_size: int | None = None
+    fusion_impl: str = 'native'
+    optimize_for: str | None = None
+    train: bool = True
+    memory: bool = True
+    repeats: int = 10
+    warmup: int = 3
+
+    @property
+    def ctx(self):
+        return mx.gpu(0) if self.device == 'gpu' else mx.cpu()
+
+    @property
+    def classes(self):
+        return 100 if self.set == 'cifar' else 1000
+
+    @property
+    def size(self):
+        return self.input_size or (32 if self.set == 'cifar' else 224)
+
+
 def build(name, classes, ctx, dtype):
     """An initialised network: ``gluoncv:NAME`` or an openaff zoo name."""
     if name.startswith('gluoncv:'):
@@ -74,11 +101,13 @@ def _count(net, size, ctx):
     return result.weight_params / 1e6, result.flops / 1e9
 
 
-def peak_memory_mb(entry, argv):
+def peak_memory_mb(entry, settings):
     """Peak memory of a fresh process that builds ``entry`` and runs its inference (and
     training) steps once: host RSS on CPU, device memory in use on GPU. Returns NaN (and
     says why) if that process fails."""
-    command = [sys.executable, '-m', 'openaff.benchmark', *argv, '--probe-memory', entry]
+    code = ('import json, sys; from openaff.benchmark import probe_memory; '
+            'print(probe_memory(*json.loads(sys.argv[1])))')
+    command = [sys.executable, '-c', code, json.dumps([entry, asdict(settings)])]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:
         print(f'memory probe of {entry} failed: {done.stderr.strip()[-500:]}', file=sys.stderr)
@@ -86,12 +115,14 @@ def peak_memory_mb(entry, argv):
     return float(done.stdout.split()[-1])
 
 
-def _probe_memory(entry, opt, ctx):
-    Candidate(entry, opt, ctx)
-    if ctx.device_type == 'gpu':
-        free, total = mx.context.gpu_memory_info(ctx.device_id)
-        return (total - free) / 2 ** 20
-    return peak_rss_mb()
+def probe_memory(entry, settings):
+    """In the probe process: build ``entry``'s steps, then report the memory in use (MB)."""
+    settings = Settings(**settings)
+    Candidate(entry, settings)
+    if settings.device == 'gpu':
+        free, total = mx.context.gpu_memory_info(0)
+        return round((total - free) / 2 ** 20, 1)
+    return round(peak_rss_mb(), 1)
 
 
 def peak_rss_mb():
@@ -167,42 +198,42 @@ class Candidate:
     """One row's networks and steps, built with its fusion implementation (graphs are built
     on the first call, inside the ``implementation`` context)."""
 
-    def __init__(self, entry, opt, ctx):
+    def __init__(self, entry, settings):
         self.entry = entry
-        name, impl = split_impl(entry, opt.fusion_impl)
-        classes = 100 if opt.set == 'cifar' else 1000
-        size = opt.input_size or (32 if opt.set == 'cifar' else 224)
-        batch = mx.nd.random.uniform(shape=(opt.batch_size, 3, size, size), ctx=ctx)
-        batch = batch.astype(opt.dtype)
+        ctx = settings.ctx
+        name, impl = split_impl(entry, settings.fusion_impl)
+        classes, size = settings.classes, settings.size
+        batch = mx.nd.random.uniform(shape=(settings.batch_size, 3, size, size), ctx=ctx)
+        batch = batch.astype(settings.dtype)
         with implementation(impl):
-            net = build(name, classes, ctx, opt.dtype)
+            net = build(name, classes, ctx, settings.dtype)
             self.params_m, self.gflops = _count(net, size, ctx)
             net.hybridize(static_alloc=True, static_shape=True)
-            if opt.optimize_for:
-                net.optimize_for(batch, backend=opt.optimize_for, static_alloc=True,
+            if settings.optimize_for:
+                net.optimize_for(batch, backend=settings.optimize_for, static_alloc=True,
                                  static_shape=True)
             self.infer = inference_step(net, batch)
             self.single = inference_step(net, batch[:1])
             self.infer(), self.single()
             self.train = None
-            if opt.train and not opt.optimize_for:
-                train_net = build(name, classes, ctx, opt.dtype)
+            if settings.train and not settings.optimize_for:
+                train_net = build(name, classes, ctx, settings.dtype)
                 train_net.hybridize(static_alloc=True, static_shape=True)
                 self.train = training_step(train_net, batch, classes)
                 self.train()
         mx.nd.waitall()
-        self.batch_size = opt.batch_size
+        self.batch_size = settings.batch_size
 
 
-def compare(base, other, opt):
+def compare(base, other, settings):
     """``other``'s row, its timings interleaved with ``base``'s (``other`` may be ``base``)."""
     result = Result(other.entry, other.params_m, other.gflops)
-    metrics = [('infer', 'infer', opt.repeats), ('latency', 'single', opt.repeats)]
+    metrics = [('infer', 'infer', settings.repeats), ('latency', 'single', settings.repeats)]
     if other.train and base.train:
-        metrics.append(('train', 'train', max(3, opt.repeats // 2)))
+        metrics.append(('train', 'train', max(3, settings.repeats // 2)))
     for metric, attr, rounds in metrics:
         pair = [getattr(base, attr), getattr(other, attr)]
-        rounds_ = paired_times(pair, rounds + rounds % 2, opt.warmup)
+        rounds_ = paired_times(pair, rounds + rounds % 2, settings.warmup)
         own = statistics.median(r[1] for r in rounds_)
         ratio = balanced_ratio(rounds_)
         if metric == 'latency':
@@ -213,15 +244,15 @@ def compare(base, other, opt):
     return result
 
 
-def measure_all(models, baseline, opt, ctx, argv):
+def measure_all(models, baseline, settings):
     """Rows in ``models`` order; each model is timed against the baseline, then dropped."""
-    base = Candidate(baseline, opt, ctx)
+    base = Candidate(baseline, settings)
     results = []
     for entry in models:
-        other = base if entry == baseline else Candidate(entry, opt, ctx)
-        results.append(compare(base, other, opt))
-        if opt.memory:
-            results[-1].memory_mb = peak_memory_mb(entry, argv)
+        other = base if entry == baseline else Candidate(entry, settings)
+        results.append(compare(base, other, settings))
+        if settings.memory:
+            results[-1].memory_mb = peak_memory_mb(entry, settings)
         print(f'measured {entry}: {results[-1].infer_ips:.1f} img/s, '
               f'{results[-1].infer_ratio:.3f}x the baseline', file=sys.stderr)
     return results
@@ -264,70 +295,33 @@ def machine():
             'gpus': mx.context.num_gpus()}
 
 
-def build_parser():
-    p = argparse.ArgumentParser(prog='python -m openaff.benchmark', description=__doc__.split('\n')[0])
-    p.add_argument('--set', choices=sorted(SETS), default='imagenet')
-    p.add_argument('--models', nargs='+', default=None, help='zoo names or gluoncv:NAME')
-    p.add_argument('--baseline', default=None)
-    p.add_argument('--ctx', choices=('cpu', 'gpu'), default='cpu')
-    p.add_argument('--dtype', default='float32')
-    p.add_argument('--batch-size', type=int, default=8)
-    p.add_argument('--input-size', type=int, default=None)
-    p.add_argument('--repeats', type=positive_int, default=10,
-                   help='timed rounds per metric, each timing the baseline and the model back '
-                        'to back, in alternating order (rounded up to even)')
-    p.add_argument('--warmup', type=int, default=3)
-    p.add_argument('--no-train', dest='train', action='store_false')
-    p.add_argument('--optimize-for', default=None, help="subgraph backend, e.g. 'MKLDNN'")
-    p.add_argument('--fusion-impl', choices=IMPLEMENTATIONS, default='native',
-                   help='fusion algebra of rows without @IMPL: the fused native operator, the '
-                        'fewest MXNet operators, or the original straightforward algebra')
-    p.add_argument('--no-memory', dest='memory', action='store_false',
-                   help='skip the peak-memory probes (one fresh process per model)')
-    p.add_argument('--probe-memory', metavar='MODEL', help=argparse.SUPPRESS)
-    p.add_argument('--out', default='runs/benchmark')
-    return p
-
-
 def split_impl(entry, default):
     """``'aff_resnet50@reference'`` -> ``('aff_resnet50', 'reference')``."""
     name, _, impl = entry.partition('@')
     impl = impl or default
     if impl not in IMPLEMENTATIONS:
-        raise SystemExit(f'error: unknown fusion implementation {impl!r} in {entry!r}; '
+        raise ValueError(f'unknown fusion implementation {impl!r} in {entry!r}; '
                          f'valid: {", ".join(IMPLEMENTATIONS)}')
     return name, impl
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
-    opt = build_parser().parse_args(argv)
-    ctx = mx.gpu(0) if opt.ctx == 'gpu' else mx.cpu()
-    if opt.probe_memory:
-        print(f'{_probe_memory(opt.probe_memory, opt, ctx):.1f}')
-        return 0
-    models = opt.models or SETS[opt.set]
-    baseline = opt.baseline or (BASELINES[opt.set] if BASELINES[opt.set] in models else models[0])
-    if baseline not in models:
-        models = [baseline] + models
-    for entry in models:
-        split_impl(entry, opt.fusion_impl)  # reject a bad @IMPL before any timing
-    try:
-        results = measure_all(models, baseline, opt, ctx, argv)
-    except ValueError as error:  # unknown model name
-        return fail(str(error))
+def run(models, baseline, settings, out):
+    """Measure every row, print the table, write JSON and a PNG under ``out``; returns the
+    path stem of the files."""
+    results = measure_all(models, baseline, settings)
     print(table(results, baseline))
-    print(f'{opt.ctx}, {opt.dtype}, batch {opt.batch_size}; MXNet CPU threads: {mxnet_threads()} '
-          f'of {os.cpu_count()} processors')
-    os.makedirs(opt.out, exist_ok=True)
-    stem = os.path.join(opt.out, f'benchmark-{opt.set}-{opt.ctx}-{opt.dtype}-{opt.fusion_impl}')
+    print(f'{settings.device}, {settings.dtype}, batch {settings.batch_size}; MXNet CPU threads: '
+          f'{mxnet_threads()} of {os.cpu_count()} processors')
+    os.makedirs(out, exist_ok=True)
+    stem = os.path.join(out, f'benchmark-{settings.set}-{settings.device}-{settings.dtype}-'
+                             f'{settings.fusion_impl}')
     with open(stem + '.json', 'w') as handle:
-        json.dump({'settings': vars(opt), 'machine': machine(), 'baseline': baseline,
+        json.dump({'settings': asdict(settings), 'machine': machine(), 'baseline': baseline,
                    'results': [asdict(r) for r in results]}, handle, indent=1)
     plot(results, stem + '.png')
-    print(f'wrote {stem}.json and {stem}.png')
-    return 0
+    return stem
 
 
 if __name__ == '__main__':
+    from .cli.benchmark import main
     sys.exit(main())

@@ -1,4 +1,4 @@
-"""AFF/iAFF networks against GluonCV baselines with the same recipe, data and seeds: held-out
+"""Comparing AFF/iAFF networks with GluonCV baselines with the same recipe, data and seeds: held-out
 accuracy (mean and spread over seeds), parameters, FLOPs, training and inference images/s on
 this machine, in one table and one figure, with the machine and the exact commands recorded.
 
@@ -8,7 +8,6 @@ this machine, in one table and one figure, with the machine and the exact comman
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -17,7 +16,6 @@ import sys
 import mxnet as mx
 
 from .benchmark import inference_step, machine, median_time, training_step
-from .cli.args import fail
 from .data import HEAD_CLASSES
 
 RESNET20 = ['--model', 'resnet', '--blocks', '3', '--channel-times', '1']
@@ -48,22 +46,6 @@ IMAGENET_SET = {
 }
 
 
-def _script(dataset):
-    from .scripts import cifar, imagenet
-    return imagenet if dataset == 'imagenet' else cifar
-
-
-def run_args(opt, model_args, seed, run_dir):
-    """The training command line of one (model, seed) run."""
-    dirs = (['--save-dir', run_dir, '--logging-file', os.path.join(run_dir, 'train.log'),
-             '--save-plot-dir', run_dir] if opt.dataset == 'imagenet' else
-            ['--dataset', opt.dataset, '--save-dir', run_dir, '--logging-dir', run_dir,
-             '--save-plot-dir', run_dir])
-    data = ['--data-dir', opt.data_dir] if opt.data_dir else []
-    return [*model_args, *dirs, *data, '--num-epochs', str(opt.epochs), '--seed', str(seed),
-            '-j', str(opt.workers), *opt.recipe]
-
-
 def finished_record(run_dir, epochs):
     """The checkpoint record of a run that reached its last epoch, else None."""
     pointers = [f for f in os.listdir(run_dir) if f.endswith('-checkpoint.json')] \
@@ -76,43 +58,29 @@ def finished_record(run_dir, epochs):
     return None
 
 
-def train_runs(opt, label, model_args):
-    """Train (or, with ``--reuse``, collect) every seed of one model."""
-    runs = []
-    for seed in opt.seeds:
-        run_dir = os.path.join(opt.out, label, f'seed{seed}')
-        argv = run_args(opt, model_args, seed, run_dir)
-        record = finished_record(run_dir, opt.epochs) if opt.reuse else None
-        if record is None:
-            if _script(opt.dataset).main(argv) != 0:
-                raise RuntimeError(f'training {label} (seed {seed}) failed')
-            record = finished_record(run_dir, opt.epochs)
-        history = record['history']
-        script = 'train_imagenet.py' if opt.dataset == 'imagenet' else 'train_cifar.py'
-        runs.append({'seed': seed, 'final_acc': history[-1]['val_acc'],
-                     'best_acc': max(r['val_acc'] for r in history),
-                     'bn_statistics': record.get('bn_statistics', 'not recorded'),
-                     'command': f'python {script} ' + ' '.join(argv)})
-    return runs
+def run_summary(record, seed, command):
+    """One finished (model, seed) run: last and best held-out accuracy, how it was evaluated
+    and the command that trained it."""
+    history = record['history']
+    return {'seed': seed, 'final_acc': history[-1]['val_acc'],
+            'best_acc': max(r['val_acc'] for r in history),
+            'bn_statistics': record.get('bn_statistics', 'not recorded'), 'command': command}
 
 
-def costs(opt, model_args):
-    """Parameters, FLOPs and images/s of the network the runs trained."""
+def costs(record, speed_batch=64, repeats=5):
+    """Parameters, FLOPs and images/s of the network a run's checkpoint record describes."""
+    from .models import build_network
     from .summary import summarize
-    script = _script(opt.dataset)
-    parsed = script.build_parser().parse_args([*model_args, *opt.recipe])
-    if opt.dataset == 'imagenet':
-        (builder, kwargs, _), classes, size = script.net_spec(parsed), parsed.classes, parsed.input_size
-    else:
-        classes, size = HEAD_CLASSES[opt.dataset], 32
-        builder, kwargs, _ = script.net_spec(parsed, classes)
-    net = builder(**kwargs)
+    spec = record['net']
+    net = build_network(spec['class'], spec['kwargs'])
+    classes = spec['kwargs'].get('classes') or HEAD_CLASSES[record['dataset']]
+    size = record.get('input_size', 32)
     net.initialize(mx.init.Xavier())
     summary = summarize(net, (1, 3, size, size))
     net.hybridize(static_alloc=True, static_shape=True)
-    batch = mx.nd.random.uniform(shape=(opt.speed_batch, 3, size, size))
-    infer = opt.speed_batch / median_time(inference_step(net, batch), opt.repeats, 2)
-    train = opt.speed_batch / median_time(training_step(net, batch, classes), opt.repeats, 2)
+    batch = mx.nd.random.uniform(shape=(speed_batch, 3, size, size))
+    infer = speed_batch / median_time(inference_step(net, batch), repeats, 2)
+    train = speed_batch / median_time(training_step(net, batch, classes), repeats, 2)
     return {'params_m': summary.weight_params / 1e6, 'gflops': summary.flops / 1e9,
             'train_ips': train, 'infer_ips': infer}
 
@@ -163,50 +131,22 @@ def figure(rows, path, dataset):
     plt.close(fig)
 
 
-def build_parser():
-    p = argparse.ArgumentParser(prog='python -m openaff.compare', description=__doc__.split('\n')[0])
-    p.add_argument('--dataset', default='digits',
-                   choices=('digits', 'cifar10', 'cifar100', 'imagenet'))
-    p.add_argument('--data-dir', default=None)
-    p.add_argument('--models', nargs='+', default=None,
-                   help='names of the default set for the dataset (all by default)')
-    p.add_argument('--epochs', type=int, default=DIGITS_EPOCHS)
-    p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
-    p.add_argument('--workers', type=int, default=0)
-    p.add_argument('--speed-batch', type=int, default=64)
-    p.add_argument('--repeats', type=int, default=5)
-    p.add_argument('--reuse', action='store_true', help='collect finished runs instead of retraining')
-    p.add_argument('--out', default='runs/compare')
-    p.add_argument('--recipe', nargs=argparse.REMAINDER, default=DIGITS_RECIPE,
-                   help='training options shared by every model (default: '
-                        f'{" ".join(DIGITS_RECIPE)}), e.g. --recipe --lr 0.1 --mixup')
-    return p
-
-
-def main(argv=None):
-    opt = build_parser().parse_args(argv)
-    catalog = IMAGENET_SET if opt.dataset == 'imagenet' else CIFAR_SET
-    unknown = [m for m in opt.models or [] if m not in catalog]
-    if unknown:
-        return fail(f'unknown models {unknown}; valid: {", ".join(catalog)}')
-    chosen = opt.models or list(catalog)
-    rows = []
-    for label in chosen:
-        runs = train_runs(opt, label, catalog[label])
-        rows.append(summarize_row(label, runs, costs(opt, catalog[label])))
-    report = table(rows, opt.dataset, opt.seeds) + '\n\n' + evaluation_note(rows)
+def write_report(rows, out, dataset, seeds, settings):
+    """Print the table; write it (with the machine and every command) as Markdown, the rows
+    as JSON and the figure as PNG under ``out``; returns the path stem."""
+    report = table(rows, dataset, seeds) + '\n\n' + evaluation_note(rows)
     print(report)
-    os.makedirs(opt.out, exist_ok=True)
-    stem = os.path.join(opt.out, f'compare-{opt.dataset}')
-    figure(rows, stem + '.png', opt.dataset)
+    os.makedirs(out, exist_ok=True)
+    stem = os.path.join(out, f'compare-{dataset}')
+    figure(rows, stem + '.png', dataset)
     with open(stem + '.md', 'w') as handle:
         handle.write(report + '\n\nMachine: ' + json.dumps(machine()) + '\n\nCommands:\n\n' +
                      '\n'.join(f"    {r['command']}" for row in rows for r in row['runs']) + '\n')
     with open(stem + '.json', 'w') as handle:
-        json.dump({'settings': vars(opt), 'machine': machine(), 'rows': rows}, handle, indent=1)
-    print(f'wrote {stem}.md, {stem}.json and {stem}.png')
-    return 0
+        json.dump({'settings': settings, 'machine': machine(), 'rows': rows}, handle, indent=1)
+    return stem
 
 
 if __name__ == '__main__':
+    from .cli.compare import main
     sys.exit(main())

@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint: top-1/top-5 accuracy and loss on CIFAR, digits or ImageNet validation
+"""Evaluating a checkpoint: top-1/top-5 accuracy and loss on CIFAR, digits or ImageNet validation
 data, beside the published value (zoo names, released files) or the value the training run
 logged (checkpoints of ``train_cifar.py`` / ``train_imagenet.py``).
 
@@ -7,7 +7,6 @@ logged (checkpoints of ``train_cifar.py`` / ``train_imagenet.py``).
 """
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import os
@@ -16,9 +15,8 @@ from dataclasses import dataclass
 
 import mxnet as mx
 
-from .cli.args import add_rec_options, fail
-
-__all__ = ['Target', 'resolve', 'evaluate_checkpoint', 'main']
+__all__ = ['Target', 'EvalData', 'resolve', 'build', 'val_loader', 'evaluate_checkpoint',
+           'report']
 
 
 @dataclass
@@ -109,47 +107,63 @@ def build(target, ctx):
     return net
 
 
-def val_loader(opt, target):
-    """Validation (and, for precise BN, training) batches of the target's dataset."""
+@dataclass
+class EvalData:
+    """Which data to evaluate on; fields left ``None`` take the target's own."""
+    dataset: str | None = None
+    labels: str | None = None
+    data_dir: str | None = None
+    batch_size: int = 100
+    input_size: int | None = None
+    synthetic: bool = False
+    rec_files: dict | None = None   # ImageNet .rec/.idx paths (``DEFAULT_REC_FILES`` keys)
+
+
+def val_loader(data, target):
+    """(training, validation) loaders of the target's dataset, without augmentation: the
+    training batches serve precise BN."""
     from mxnet import gluon
     from .data import cifar, digits, imagenet
-    dataset = opt.dataset or target.dataset
-    labels = opt.labels or target.labels
+    dataset = data.dataset or target.dataset
     if dataset == 'imagenet':
-        size = opt.input_size or target.input_size
-        if opt.synthetic:
-            return imagenet.synthetic_loaders(opt.batch_size, size, target.kwargs.get('classes',
-                                                                                     1000))
-        if opt.use_rec:
-            return imagenet.rec_loaders(opt.rec_train, opt.rec_train_idx, opt.rec_val,
-                                        opt.rec_val_idx, opt.batch_size, size)
-        return imagenet.folder_loaders(os.path.expanduser(opt.data_dir), opt.batch_size, size)
+        size = data.input_size or target.input_size
+        if data.synthetic:
+            return imagenet.synthetic_loaders(data.batch_size, size,
+                                              target.kwargs.get('classes', 1000))
+        if data.rec_files:
+            files = data.rec_files
+            return imagenet.rec_loaders(files['rec_train'], files['rec_train_idx'],
+                                        files['rec_val'], files['rec_val_idx'],
+                                        data.batch_size, size)
+        return imagenet.folder_loaders(os.path.expanduser(data.data_dir), data.batch_size, size)
     if dataset == 'digits':
         sets = [digits.Digits(train=t).transform_first(digits.digits_transforms(False))
                 for t in (True, False)]
     else:
-        sets = [cifar.CIFAR(dataset, opt.data_dir, train=t, labels=labels)
+        sets = [cifar.CIFAR(dataset, data.data_dir, train=t, labels=data.labels or target.labels)
                 .transform_first(cifar.cifar_transforms(False)) for t in (True, False)]
-    return tuple(gluon.data.DataLoader(s, batch_size=opt.batch_size, shuffle=False)
+    return tuple(gluon.data.DataLoader(s, batch_size=data.batch_size, shuffle=False)
                  for s in sets)
 
 
-def evaluate_checkpoint(opt):
-    """Evaluate as the command line says; returns a dict of the results."""
+def evaluate_checkpoint(name_or_path, data=None, precise_bn_batches=0, ctx=None):
+    """Top-1/top-5 accuracy and loss of a zoo name, released file or training checkpoint
+    (see :func:`resolve`), with the value to compare it with; returns a dict."""
     from .batchnorm import precise_bn
     from .engine import evaluate
-    target = resolve(opt.target)
-    ctx = mx.gpu(0) if opt.gpu else mx.cpu()
+    data = data or EvalData()
+    ctx = ctx or mx.cpu()
+    target = resolve(name_or_path)
     net = build(target, ctx)
     net.hybridize(static_alloc=True)
-    train, val = val_loader(opt, target)
+    train, val = val_loader(data, target)
     statistics = 'running statistics stored in the checkpoint'
-    if opt.precise_bn:
-        precise_bn(net, train, num_batches=opt.precise_bn, ctx=ctx)
-        statistics = f'precise BN over {opt.precise_bn} training batches'
+    if precise_bn_batches:
+        precise_bn(net, train, num_batches=precise_bn_batches, ctx=ctx)
+        statistics = f'precise BN over {precise_bn_batches} training batches'
     result = evaluate(net, val, [ctx])
-    return dict(result, target=opt.target, dataset=opt.dataset or target.dataset,
-                labels=opt.labels or target.labels, bn_statistics=statistics,
+    return dict(result, target=name_or_path, dataset=data.dataset or target.dataset,
+                labels=data.labels or target.labels, bn_statistics=statistics,
                 reference=target.reference, reference_acc=target.reference_acc)
 
 
@@ -165,38 +179,6 @@ def report(result):
     return '\n'.join(lines)
 
 
-def build_parser():
-    p = argparse.ArgumentParser(prog='python -m openaff.evaluate', description=__doc__.split('\n')[0])
-    p.add_argument('target', help='zoo name, released .params file, or training checkpoint')
-    p.add_argument('--dataset', choices=('cifar10', 'cifar100', 'digits', 'imagenet'))
-    p.add_argument('--labels', choices=('fine', 'coarse'))
-    p.add_argument('--data-dir', default=None)
-    p.add_argument('--use-rec', action='store_true')
-    add_rec_options(p)
-    p.add_argument('--synthetic', action='store_true')
-    p.add_argument('--input-size', type=int, default=None)
-    p.add_argument('--batch-size', type=int, default=100)
-    p.add_argument('--precise-bn', type=int, default=0, metavar='N',
-                   help='re-estimate BatchNorm statistics over N training batches first')
-    p.add_argument('--gpu', action='store_true')
-    p.add_argument('--json', default=None, help='also write the results to this file')
-    return p
-
-
-def main(argv=None):
-    from .data.errors import DatasetNotFoundError
-    from .store import CheckpointError
-    opt = build_parser().parse_args(argv)
-    try:
-        result = evaluate_checkpoint(opt)
-    except (ValueError, FileNotFoundError, DatasetNotFoundError, CheckpointError, OSError) as err:
-        return fail(str(err))
-    print(report(result))
-    if opt.json:
-        with open(opt.json, 'w') as handle:
-            json.dump(result, handle, indent=1)
-    return 0
-
-
 if __name__ == '__main__':
+    from .cli.evaluate import main
     sys.exit(main())

@@ -1,4 +1,4 @@
-"""Plot validation curves of training logs in the original format over each other, e.g. a
+"""Validation curves of training logs in the original format over each other, e.g. a
 reproduction against a released run of ``../shared/reference/original_logs``:
 
     python -m openaff.plotlog logs/train_cifar100-ASKCFuse-resnet-32-c-4-s-1.log \\
@@ -6,12 +6,10 @@ reproduction against a released run of ``../shared/reference/original_logs``:
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 from .engine.history import parse_log
-from .cli.args import fail
 from .plotting import pyplot
 
 
@@ -34,18 +32,6 @@ def plot_logs(paths, output, labels=None):
     return output
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(prog='python -m openaff.plotlog', description=__doc__.split('\n')[0])
-    p.add_argument('logs', nargs='+', help='training logs in the original format')
-    p.add_argument('-o', '--output', default='validation_curves.png')
-    p.add_argument('--labels', nargs='+', default=None)
-    opt = p.parse_args(argv)
-    try:
-        print(plot_logs(opt.logs, opt.output, opt.labels))
-    except (OSError, ValueError) as err:
-        return fail(str(err))
-    return 0
-
-
 if __name__ == '__main__':
+    from .cli.plotlog import main
     sys.exit(main())

@@ -12,15 +12,9 @@ that the numbers compare with those quoted in the paper:
 
 Counts are per sample: the batch dimension of ``input_shape`` is ignored.
 
-Usage::
-
-    python -m openaff.summary NAME [--input-size N] [--classes K]
-                                   [--json FILE] [--per-layer]
+From the command line: ``python -m openaff.summary NAME`` (see :mod:`openaff.cli.summary`).
 """
-import argparse
-import json
 import sys
-import warnings
 from dataclasses import asdict, dataclass, field
 from typing import List, Tuple
 
@@ -285,63 +279,6 @@ def summarize(net, input_shape=(1, 3, 224, 224), ctx=None):
                         input_shape=input_shape)
 
 
-def _default_input_size(name):
-    try:
-        from openaff.zoo import model_info
-        return int(model_info(name).input_size)
-    except (ImportError, AttributeError, KeyError, TypeError, ValueError):
-        return 32 if name.startswith("cifar_") else 224
-
-
-def _parse_args(argv):
-    parser = argparse.ArgumentParser(
-        prog="python -m openaff.summary",
-        description="Print parameter and FLOP counts of an openaff model.")
-    parser.add_argument("name", help="model name, as for openaff.get_model")
-    parser.add_argument("--input-size", type=int, default=None,
-                        help="square input side (default: the model's own)")
-    parser.add_argument("--classes", type=int, default=None,
-                        help="number of output classes")
-    parser.add_argument("--json", metavar="FILE", default=None,
-                        help="also write the summary as JSON to FILE")
-    parser.add_argument("--per-layer", action="store_true",
-                        help="print the per-layer table")
-    return parser.parse_args(argv)
-
-
-def _initialize(net):
-    with warnings.catch_warnings():
-        # Values are irrelevant for counting; silence "already initialized".
-        warnings.simplefilter("ignore")
-        net.initialize()
-    return net
-
-
-def main(argv=None):
-    """Command-line entry point; returns the process exit code."""
-    args = _parse_args(argv)
-    try:
-        from openaff import get_model
-    except ImportError as err:
-        print("error: " + str(err), file=sys.stderr)
-        return 1
-
-    kwargs = {} if args.classes is None else {"classes": args.classes}
-    try:
-        net = get_model(args.name, pretrained=False, **kwargs)
-    except ValueError as err:
-        print("error: " + str(err).replace("\n", " "), file=sys.stderr)
-        return 2
-    size = args.input_size or _default_input_size(args.name)
-    result = summarize(_initialize(net), input_shape=(1, 3, size, size))
-    if args.per_layer:
-        print(result.table())
-    print(result.totals())
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result.to_dict(), fh, indent=2)
-    return 0
-
-
 if __name__ == "__main__":
+    from openaff.cli.summary import main
     sys.exit(main())

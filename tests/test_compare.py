@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from openaff.compare import main
+from openaff.cli.compare import main
 
 pytestmark = [pytest.mark.slow]
 

@@ -67,7 +67,7 @@ def test_missing_horovod_says_how_to_build_it(monkeypatch):
 
 
 def test_scripts_turn_distributed_set_up_errors_into_one_line(monkeypatch, capsys):
-    from openaff.scripts import cifar
+    from openaff.cli import train_cifar as cifar
     monkeypatch.setitem(sys.modules, 'horovod', None)
     monkeypatch.setitem(sys.modules, 'horovod.mxnet', None)
     assert cifar.main(['--dataset', 'digits', '--kvstore', 'horovod']) == 2
@@ -125,10 +125,9 @@ def _blocks(net):
 
 
 def test_syncbn_refuses_cpu_contexts():
-    from argparse import Namespace
-    from openaff.scripts.common import apply_syncbn
+    from openaff.cli.training import apply_syncbn
     with pytest.raises(ValueError, match='GPUs'):
-        apply_syncbn(tiny_net(), Namespace(syncbn=True), [mx.cpu(0), mx.cpu(1)])
+        apply_syncbn(tiny_net(), True, [mx.cpu(0), mx.cpu(1)])
 
 
 class _Scale(gluon.Block):

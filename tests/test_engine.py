@@ -9,7 +9,7 @@ import pytest
 from openaff.engine import CheckpointManager, History, atomic_save, make_lr_scheduler, parse_log
 from openaff.engine.schedule import decay_epochs
 from openaff.engine.targets import draw_mixup_lambda, mixup_batch, new_rng, soft_targets
-from openaff.plotlog import main as plotlog
+from openaff.cli.plotlog import main as plotlog
 from conftest import SHARED
 
 LOGS = sorted((SHARED / 'reference' / 'original_logs').glob('*.log'))
@@ -49,7 +49,7 @@ def test_cifar_step_decay_matches_the_original_log_to_the_update(epoch):
     path = next((p for p in LOGS if 'AFF-ResNet-32__train' in p.name), None)
     if path is None:
         pytest.skip('no original logs')
-    from openaff.scripts.cifar import build_parser, recipe_of
+    from openaff.cli.train_cifar import build_parser, recipe_of
     log = path.read_text()
     opt = build_parser().parse_args(['--lr', '0.2', '--warmup-epochs', '10'])
     recipe = recipe_of(opt, seed=0)
@@ -192,6 +192,7 @@ def test_importing_openaff_leaves_matplotlib_alone(tmp_path):
     code = (
         'import sys\n'
         'import openaff, openaff.engine, openaff.compare, openaff.benchmark, openaff.plotlog\n'
+        'import openaff.cli.train_cifar, openaff.cli.compare, openaff.cli.evaluate\n'
         'assert "matplotlib.pyplot" not in sys.modules\n'
         'import matplotlib; matplotlib.use("svg"); import matplotlib.pyplot\n'
         'from openaff.engine import History\n'

@@ -14,6 +14,7 @@ import time
 import pytest
 
 from openaff import launch
+from openaff.cli.launch import main as launch_main
 
 pytestmark = [pytest.mark.multiprocess]
 
@@ -96,7 +97,7 @@ def records(directory):
 ])
 def test_usage_errors_exit_2(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_:
-        launch.main(argv)
+        launch_main(argv)
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert 'error:' in err and message in err

@@ -15,8 +15,8 @@ import pytest
 
 from openaff.data.cifar import write_cifar
 from openaff.data.imagenet import make_rec
-from openaff.scripts import cifar as train_cifar
-from openaff.scripts import imagenet as train_imagenet
+from openaff.cli import train_cifar
+from openaff.cli import train_imagenet
 from conftest import REPO
 
 pytestmark = [pytest.mark.slow]
@@ -115,8 +115,7 @@ def test_evaluation_reproduces_the_logged_accuracy(tmp_path):
     assert train_cifar.main(['--dataset', 'cifar10', '--data-dir', str(data), '--num-epochs',
                              '2', '--batch-size', '16', *TINY_NET, *run_dir_args(out)]) == 0
     best = next(out.glob('*-best.params'))
-    opt = evaluate.build_parser().parse_args([str(best), '--data-dir', str(data)])
-    result = evaluate.evaluate_checkpoint(opt)
+    result = evaluate.evaluate_checkpoint(str(best), evaluate.EvalData(data_dir=str(data)))
     assert result['reference_acc'] is not None
     assert abs(result['val_acc'] - result['reference_acc']) < 1e-9
     assert abs(result['val_acc'] - float(best.name.split('-')[0])) < 1e-4
@@ -218,8 +217,8 @@ def test_gluoncv_baseline_trains_and_evaluates_in_the_same_formats(tmp_path):
         record = json.loads(next(out.glob('*-checkpoint.json')).read_text())
         assert set(record) >= {'epoch', 'history', 'net', 'seed', 'bn_statistics'}
         best = next(out.glob('*-best.params'))
-        opt = evaluate.build_parser().parse_args([str(best), '--data-dir', str(data)])
-        assert evaluate.report(evaluate.evaluate_checkpoint(opt)).count('\n') == 6
+        result = evaluate.evaluate_checkpoint(str(best), evaluate.EvalData(data_dir=str(data)))
+        assert evaluate.report(result).count('\n') == 6
     assert json.loads(next(runs['baseline'].glob('*-checkpoint.json')).read_text())['net'] == \
         {'class': 'gluoncv_net', 'kwargs': {'name': 'cifar_resnet20_v1', 'classes': 10}}
 

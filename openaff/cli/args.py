@@ -13,6 +13,14 @@ def positive_int(text):
     return value
 
 
+def non_negative_int(text):
+    """An ``int`` of at least 0 (an argparse ``type``)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f'must not be negative, got {value}')
+    return value
+
+
 def non_negative_float(text):
     """A ``float`` of at least 0 (an argparse ``type``)."""
     value = float(text)
@@ -27,6 +35,12 @@ def add_rec_options(parser):
     from ..data.imagenet import DEFAULT_REC_FILES
     for dest, path in DEFAULT_REC_FILES.items():
         parser.add_argument('--' + dest.replace('_', '-'), default=path)
+
+
+def rec_files_of(opt):
+    """The record-file paths of :func:`add_rec_options`, by ``DEFAULT_REC_FILES`` key."""
+    from ..data.imagenet import DEFAULT_REC_FILES
+    return {key: getattr(opt, key) for key in DEFAULT_REC_FILES}
 
 
 def fail(message, status=2):

@@ -112,12 +112,12 @@ class CheckpointManager:
         if resume_from == 'latest':
             record = self.latest()
             if record is None:
-                raise FileNotFoundError(f'--resume-from latest: no checkpoint in {self.save_dir} '
+                raise FileNotFoundError(f'no checkpoint to resume from in {self.save_dir} '
                                         f'(expected {os.path.basename(self.pointer)})')
             return record
         path = os.path.expanduser(resume_from)
         if not os.path.exists(path):
-            raise FileNotFoundError(f'--resume-from: {path} does not exist')
+            raise FileNotFoundError(f'the checkpoint to resume from, {path}, does not exist')
         if path.endswith('.json'):
             with open(path) as handle:
                 return self._resolve(json.load(handle), os.path.dirname(os.path.abspath(path)))

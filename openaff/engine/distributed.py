@@ -45,7 +45,7 @@ def import_horovod():
     try:
         import horovod.mxnet as hvd
     except ImportError as err:
-        raise DistributedError(f'--kvstore horovod needs Horovod built with MXNet support ({err}); '
+        raise DistributedError(f'needs Horovod built with MXNet support ({err}); '
                                f'install it with: {HOROVOD_INSTALL}') from None
     return hvd
 
@@ -54,7 +54,7 @@ class Cluster:
     """One training run's workers (Dai et al., "Attentional Feature Fusion", WACV 2021, trained
     on one node of 4 GPUs; this scales the same recipe out).
 
-    Use :meth:`create` with a ``--kvstore`` value. ``rank``/``size`` are the worker's index and
+    Use :meth:`create` with a kvstore name (:data:`KVSTORES`). ``rank``/``size`` are the worker's index and
     the number of workers; ``local_rank`` its index on its host (Horovod).
     """
 
@@ -66,7 +66,7 @@ class Cluster:
     @classmethod
     def create(cls, kvstore='device'):
         if kvstore not in KVSTORES:
-            raise ValueError(f'--kvstore must be one of {", ".join(KVSTORES)}, got {kvstore!r}')
+            raise ValueError(f'kvstore must be one of {", ".join(KVSTORES)}, got {kvstore!r}')
         if kvstore == 'horovod':
             hvd = import_horovod()
             hvd.init()
@@ -74,7 +74,7 @@ class Cluster:
         if kvstore.startswith('dist'):
             if 'DMLC_ROLE' not in os.environ:
                 raise DistributedError(
-                    f'--kvstore {kvstore} runs as one worker of a parameter-server job: start it '
+                    f'runs as one worker of a parameter-server job: start it '
                     f'with python -m openaff.launch -n WORKERS -s SERVERS -- python ... '
                     f'(it sets DMLC_ROLE and the other DMLC_* variables)')
             store = mx.kv.create(kvstore)
@@ -258,7 +258,7 @@ class Watchdog:
             if idle > self.timeout:
                 message = (f'error: no training progress for {idle:.0f} s ({self.describe}): '
                            f'another worker or a server has probably died; stopping '
-                           f'(--dist-timeout sets this limit)')
+                           f'(the recipe\'s dist_timeout sets this limit)')
                 LOG.error('%s', message)
                 for handler in LOG.handlers:
                     handler.flush()

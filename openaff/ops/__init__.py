@@ -119,20 +119,3 @@ def _load():
                       f'algebra instead: {error}', RuntimeWarning, stacklevel=3)
         return False
     return True
-
-
-def main(argv=None):
-    """``python -m openaff.ops``: build (or rebuild with ``--force``) and report the library."""
-    import argparse
-    from ..cli.args import fail
-    parser = argparse.ArgumentParser(prog='python -m openaff.ops', description=main.__doc__)
-    parser.add_argument('--force', action='store_true', help='rebuild even if cached')
-    opt = parser.parse_args(argv)
-    path = library_path()
-    if opt.force or not path.exists():
-        try:
-            build(path)
-        except RuntimeError as error:
-            return fail(str(error), status=1)
-    print(path)
-    return 0

@@ -1,5 +1,5 @@
 import sys
 
-from . import main
+from ..cli.ops import main
 
 sys.exit(main())

@@ -12,9 +12,9 @@ from ..engine import Engine, RecipeOptions, decay_epochs
 from ..engine.reporting import ImageNetReport
 from ..models import AFFResNet, AFFResNeXt, builder_name
 from ..models.external import GLUONCV_PREFIX, gluoncv_spec
-from ..cli.args import add_rec_options
+from .args import add_rec_options
 from ..engine.distributed import DistributedError
-from .common import (add_scale_out_args, apply_syncbn, clamp_workers, contexts_from, fail,
+from .training import (add_scale_out_args, apply_syncbn, clamp_workers, contexts_from, fail,
                      resolve_precision, resolve_seed, run_engine, scaled_lr, shard_of,
                      start_cluster, start_log)
 
@@ -155,13 +155,14 @@ def main(argv=None):
     try:
         cluster = start_cluster(opt.kvstore)
         contexts = cluster.contexts(contexts_from(num_gpus=opt.num_gpus))
-        notes = [] if opt.summary else resolve_precision(opt, contexts)
+        if not opt.summary:
+            opt.dtype, notes = resolve_precision(opt.dtype, opt.amp, contexts)
         cls, kwargs, model_name = net_spec(opt)
         net = cls(**kwargs)
         if opt.summary:
-            from .cifar import summarize_and_exit
+            from .train_cifar import summarize_and_exit
             return summarize_and_exit(net, opt.input_size)
-        apply_syncbn(net, opt, contexts)
+        apply_syncbn(net, opt.syncbn, contexts)
     except (ValueError, DistributedError) as err:
         return fail(str(err))
     opt.seed = cluster.broadcast_int(resolve_seed(opt.seed))
@@ -173,7 +174,7 @@ def main(argv=None):
     log = start_log(opt, opt.logging_file, cluster.is_chief)
     for note in notes:
         log.info('%s', note)
-    engine = Engine(net, recipe_of(opt, opt.seed, scaled_lr(opt, cluster)), contexts,
+    engine = Engine(net, recipe_of(opt, opt.seed, scaled_lr(opt.lr, opt.lr_scaling, cluster)), contexts,
                     train_loader, val_loader, opt.classes, f'imagenet-{model_name}',
                     opt.save_dir or '.', plot_dir=opt.save_plot_dir,
                     teacher=teacher_of(opt, contexts), compare_log=opt.compare_log,

@@ -1,4 +1,5 @@
-"""Pieces both training scripts share: devices, logging set-up, one-line errors."""
+"""What both training commands share: devices, precision, scale-out options, logging set-up and
+the fit-and-report step."""
 from __future__ import annotations
 
 import os
@@ -8,7 +9,7 @@ import traceback
 
 import mxnet as mx
 
-from ..cli.args import fail  # noqa: F401  (the scripts' one-line errors)
+from .args import fail
 from ..engine import setup_logging
 
 
@@ -56,36 +57,40 @@ def add_scale_out_args(parser):
 
 
 def start_cluster(kvstore):
-    """The :class:`~openaff.engine.distributed.Cluster` of this process."""
-    from ..engine.distributed import Cluster
-    return Cluster.create(kvstore)
+    """The :class:`~openaff.engine.distributed.Cluster` of this process; set-up errors name
+    the option."""
+    from ..engine.distributed import Cluster, DistributedError
+    try:
+        return Cluster.create(kvstore)
+    except DistributedError as err:
+        raise DistributedError(f'--kvstore {kvstore} {err}') from None
 
 
-def resolve_precision(opt, contexts):
-    """Check ``--dtype``/``--amp`` against the devices; returns notes for the log. float16
-    falls back to float32 on CPUs (mxnet 1.9.1 has no float16 GEMM there); AMP must be set up
-    before the network is built, so this runs first."""
+def resolve_precision(dtype, amp, contexts):
+    """``(dtype, notes)``: the precision the devices can train in, with notes for the log.
+    float16 falls back to float32 on CPUs (mxnet 1.9.1 has no float16 GEMM there); AMP keeps
+    the network float32 and must be set up before the network is built, so this runs first."""
     notes = []
     on_cpu = all(c.device_type == 'cpu' for c in contexts)
-    if opt.amp and opt.dtype != 'float32':
+    if amp and dtype != 'float32':
         notes.append(f'--amp chooses the precision per operator: the network stays float32 '
-                     f'(--dtype {opt.dtype} ignored)')
-        opt.dtype = 'float32'
-    if opt.dtype != 'float32' and on_cpu:
-        notes.append(f'{opt.dtype} needs a GPU (mxnet 1.9.1 has no float16 GEMM on the CPU): '
+                     f'(--dtype {dtype} ignored)')
+        dtype = 'float32'
+    if dtype != 'float32' and on_cpu:
+        notes.append(f'{dtype} needs a GPU (mxnet 1.9.1 has no float16 GEMM on the CPU): '
                      'training in float32')
-        opt.dtype = 'float32'
-    if opt.amp:
-        from mxnet.contrib import amp
+        dtype = 'float32'
+    if amp:
+        from mxnet.contrib import amp as mx_amp
         target = 'bfloat16' if on_cpu else 'float16'
-        amp.init(target_dtype=target)
+        mx_amp.init(target_dtype=target)
         notes.append(f'AMP: {target} where mxnet.contrib.amp deems it safe, float32 elsewhere')
-    return notes
+    return dtype, notes
 
 
-def apply_syncbn(net, opt, contexts):
+def apply_syncbn(net, syncbn, contexts):
     """``--syncbn``: one SyncBatchNorm over the worker's GPUs (a no-op on one device)."""
-    if not opt.syncbn or len(contexts) < 2:
+    if not syncbn or len(contexts) < 2:
         return
     if any(c.device_type == 'cpu' for c in contexts):
         raise ValueError('--syncbn synchronises GPUs; on CPU contexts mxnet 1.9.1 deadlocks')
@@ -93,8 +98,9 @@ def apply_syncbn(net, opt, contexts):
     use_sync_batchnorm(net, len(contexts))
 
 
-def scaled_lr(opt, cluster):
-    return opt.lr * cluster.size if opt.lr_scaling == 'linear' else opt.lr
+def scaled_lr(lr, scaling, cluster):
+    """``--lr-scaling linear`` multiplies the learning rate by the number of workers."""
+    return lr * cluster.size if scaling == 'linear' else lr
 
 
 def shard_of(cluster, train):
@@ -112,7 +118,7 @@ def run_engine(engine, log, resume_from, report_best, start_epoch=0):
     try:
         records = engine.fit(resume_from=resume_from, start_epoch=start_epoch)
     except FileNotFoundError as err:
-        return fail(str(err))
+        return fail(f'--resume-from {resume_from}: {err}' if resume_from else str(err))
     except Exception as err:  # pylint: disable=broad-except
         if not engine.cluster.distributed:
             raise

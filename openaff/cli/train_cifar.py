@@ -14,7 +14,7 @@ from ..engine import Engine, RecipeOptions, decay_epochs
 from ..models import CIFARAFFResNet, CIFARAFFResNeXt, builder_name
 from ..models.external import GLUONCV_PREFIX, gluoncv_spec
 from ..engine.distributed import DistributedError
-from .common import (add_scale_out_args, apply_syncbn, clamp_workers, contexts_from, fail,
+from .training import (add_scale_out_args, apply_syncbn, clamp_workers, contexts_from, fail,
                      resolve_precision, resolve_seed, run_engine, scaled_lr, shard_of,
                      start_cluster, start_log)
 
@@ -202,13 +202,14 @@ def main(argv=None):
     try:
         cluster = start_cluster(opt.kvstore)
         contexts = cluster.contexts(contexts_from(gpus=opt.gpus))
-        notes = [] if opt.summary else resolve_precision(opt, contexts)
+        if not opt.summary:
+            opt.dtype, notes = resolve_precision(opt.dtype, opt.amp, contexts)
         classes = HEAD_CLASSES[opt.dataset]
         cls, kwargs, model_name = net_spec(opt, classes)
         net = cls(**kwargs)
         if opt.summary:
             return summarize_and_exit(net)
-        apply_syncbn(net, opt, contexts)
+        apply_syncbn(net, opt.syncbn, contexts)
     except (ValueError, DistributedError) as err:
         return fail(str(err))
     if opt.bn_branch_momentum is not None:
@@ -226,7 +227,7 @@ def main(argv=None):
     net.initialize(mx.init.Xavier(), ctx=contexts)
     if opt.dtype != 'float32':
         net.cast(opt.dtype)
-    engine = Engine(net, recipe_of(opt, opt.seed, scaled_lr(opt, cluster)), contexts,
+    engine = Engine(net, recipe_of(opt, opt.seed, scaled_lr(opt.lr, opt.lr_scaling, cluster)), contexts,
                     train_loader, val_loader, classes, model_name, opt.save_dir or '.',
                     plot_dir=opt.save_plot_dir, compare_log=opt.compare_log, cluster=cluster,
                     run_info={'dataset': opt.dataset, 'labels': opt.labels,

@@ -1,0 +1,65 @@
+"""``openaff-benchmark`` / ``python -m openaff.benchmark``: side-by-side speed of AFF/iAFF
+networks and GluonCV baselines, as ratios to a baseline timed in the same rounds.
+
+    python -m openaff.benchmark                         # ImageNet set, CPU, batch 8, 224x224
+    python -m openaff.benchmark --set cifar --batch-size 64
+    python -m openaff.benchmark --models gluoncv:resnet50_v1d aff_resnet50@reference aff_resnet50
+                                                        # NAME@IMPL: one fusion algebra per row
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .args import fail, non_negative_int, positive_int
+
+
+def build_parser():
+    from ..benchmark import SETS
+    from ..fusion import IMPLEMENTATIONS
+    p = argparse.ArgumentParser(prog='python -m openaff.benchmark',
+                                description=__doc__.split('\n')[0].split(': ', 1)[1])
+    p.add_argument('--set', choices=sorted(SETS), default='imagenet')
+    p.add_argument('--models', nargs='+', default=None, help='zoo names or gluoncv:NAME')
+    p.add_argument('--baseline', default=None)
+    p.add_argument('--ctx', dest='device', choices=('cpu', 'gpu'), default='cpu')
+    p.add_argument('--dtype', default='float32', choices=('float32', 'float16'))
+    p.add_argument('--batch-size', type=positive_int, default=8)
+    p.add_argument('--input-size', type=positive_int, default=None)
+    p.add_argument('--repeats', type=positive_int, default=10,
+                   help='timed rounds per metric, each timing the baseline and the model back '
+                        'to back, in alternating order (rounded up to even)')
+    p.add_argument('--warmup', type=non_negative_int, default=3)
+    p.add_argument('--no-train', dest='train', action='store_false')
+    p.add_argument('--optimize-for', default=None, help="subgraph backend, e.g. 'MKLDNN'")
+    p.add_argument('--fusion-impl', choices=IMPLEMENTATIONS, default='native',
+                   help='fusion algebra of rows without @IMPL: the fused native operator, the '
+                        'fewest MXNet operators, or the original straightforward algebra')
+    p.add_argument('--no-memory', dest='memory', action='store_false',
+                   help='skip the peak-memory probes (one fresh process per model)')
+    p.add_argument('--out', default='runs/benchmark')
+    return p
+
+
+def main(argv=None):
+    from ..benchmark import BASELINES, SETS, Settings, run, split_impl
+    opt = build_parser().parse_args(argv)
+    settings = Settings(opt.set, opt.device, opt.dtype, opt.batch_size, opt.input_size,
+                        opt.fusion_impl, opt.optimize_for, opt.train, opt.memory, opt.repeats,
+                        opt.warmup)
+    models = opt.models or SETS[opt.set]
+    baseline = opt.baseline or (BASELINES[opt.set] if BASELINES[opt.set] in models else models[0])
+    if baseline not in models:
+        models = [baseline] + models
+    try:
+        for entry in models:
+            split_impl(entry, opt.fusion_impl)  # a bad @IMPL fails before any timing
+        stem = run(models, baseline, settings, opt.out)
+    except ValueError as error:  # unknown model or fusion implementation
+        return fail(str(error))
+    print(f'wrote {stem}.json and {stem}.png')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
