@@ -5,20 +5,20 @@ import argparse
 import sys
 
 
-def positive_int(text):
-    """An ``int`` of at least 1 (an argparse ``type``)."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
-    return value
+def _int_of_at_least(low, words):
+    def parse(text):
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f'must {words}, got {value}')
+        return value
+    parse.__name__ = 'int'  # what argparse calls the type in its messages
+    return parse
 
 
-def non_negative_int(text):
-    """An ``int`` of at least 0 (an argparse ``type``)."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f'must not be negative, got {value}')
-    return value
+positive_int = _int_of_at_least(1, 'be at least 1')
+positive_int.__doc__ = 'An ``int`` of at least 1 (an argparse ``type``).'
+non_negative_int = _int_of_at_least(0, 'not be negative')
+non_negative_int.__doc__ = 'An ``int`` of at least 0 (an argparse ``type``).'
 
 
 def non_negative_float(text):

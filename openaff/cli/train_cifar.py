@@ -10,13 +10,14 @@ from mxnet import gluon
 
 from ..batchnorm import set_bn_momentum
 from ..data import HEAD_CLASSES
-from ..engine import Engine, RecipeOptions, decay_epochs
+from ..engine import Engine, decay_epochs
 from ..models import CIFARAFFResNet, CIFARAFFResNeXt, builder_name
 from ..models.external import GLUONCV_PREFIX, gluoncv_spec
 from ..engine.distributed import DistributedError
+from .recipe_options import RecipeOptions
 from .training import (add_scale_out_args, apply_syncbn, clamp_workers, contexts_from, fail,
-                     resolve_precision, resolve_seed, run_engine, scaled_lr, shard_of,
-                     start_cluster, start_log)
+                       resolve_precision, resolve_seed, run_engine, scaled_lr, shard_of,
+                       start_cluster, start_log, summarize_and_exit)
 
 DATASETS = ('cifar10', 'cifar100', 'digits')
 
@@ -184,15 +185,6 @@ def recipe_of(opt, seed, lr=None):
                          lr_mode='cosine' if opt.cosine else 'epoch_step',
                          warmup_epochs=warmup, step_epochs=tuple(steps),
                          hybrid=opt.mode == 'hybrid', seed=seed)
-
-
-def summarize_and_exit(net, input_size=32):
-    from ..summary import summarize
-    net.initialize(mx.init.Xavier())
-    result = summarize(net, (1, 3, input_size, input_size))
-    print(result.table())
-    print(result.totals())
-    return 0
 
 
 def main(argv=None):

@@ -8,15 +8,16 @@ import os
 
 import mxnet as mx
 
-from ..engine import Engine, RecipeOptions, decay_epochs
+from ..engine import Engine, decay_epochs
 from ..engine.reporting import ImageNetReport
 from ..models import AFFResNet, AFFResNeXt, builder_name
 from ..models.external import GLUONCV_PREFIX, gluoncv_spec
 from .args import add_rec_options
 from ..engine.distributed import DistributedError
+from .recipe_options import RecipeOptions
 from .training import (add_scale_out_args, apply_syncbn, clamp_workers, contexts_from, fail,
-                     resolve_precision, resolve_seed, run_engine, scaled_lr, shard_of,
-                     start_cluster, start_log)
+                       resolve_precision, resolve_seed, run_engine, scaled_lr, shard_of,
+                       start_cluster, start_log, summarize_and_exit)
 
 LAYERS = {50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 4, 36, 3]}
 # the original train_imagenet.py's defaults and flag names where they differ from the recipe's
@@ -160,7 +161,6 @@ def main(argv=None):
         cls, kwargs, model_name = net_spec(opt)
         net = cls(**kwargs)
         if opt.summary:
-            from .train_cifar import summarize_and_exit
             return summarize_and_exit(net, opt.input_size)
         apply_syncbn(net, opt.syncbn, contexts)
     except (ValueError, DistributedError) as err:

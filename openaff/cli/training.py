@@ -56,6 +56,16 @@ def add_scale_out_args(parser):
         help='SyncBatchNorm: batch statistics over all GPUs of a worker instead of per GPU')
 
 
+def summarize_and_exit(net, input_size=32):
+    """``--summary``: print the parameter and FLOP table of ``net`` instead of training."""
+    from ..summary import summarize
+    net.initialize(mx.init.Xavier())
+    result = summarize(net, (1, 3, input_size, input_size))
+    print(result.table())
+    print(result.totals())
+    return 0
+
+
 def start_cluster(kvstore):
     """The :class:`~openaff.engine.distributed.Cluster` of this process; set-up errors name
     the option."""

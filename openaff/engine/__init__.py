@@ -2,8 +2,8 @@
 from .checkpoint import CheckpointManager, atomic_save
 from .history import History, parse_log
 from .loop import Engine, evaluate, seed_everything, setup_logging
-from .recipe import Recipe, RecipeOptions
+from .recipe import Recipe
 from .schedule import decay_epochs, make_lr_scheduler
 
 __all__ = ['CheckpointManager', 'atomic_save', 'History', 'parse_log', 'Engine', 'Recipe',
-           'evaluate', 'seed_everything', 'setup_logging', 'decay_epochs', 'make_lr_scheduler', 'RecipeOptions']
+           'evaluate', 'seed_everything', 'setup_logging', 'decay_epochs', 'make_lr_scheduler']

@@ -74,9 +74,9 @@ class Cluster:
         if kvstore.startswith('dist'):
             if 'DMLC_ROLE' not in os.environ:
                 raise DistributedError(
-                    f'runs as one worker of a parameter-server job: start it '
-                    f'with python -m openaff.launch -n WORKERS -s SERVERS -- python ... '
-                    f'(it sets DMLC_ROLE and the other DMLC_* variables)')
+                    'runs as one worker of a parameter-server job: start it '
+                    'with python -m openaff.launch -n WORKERS -s SERVERS -- python ... '
+                    '(it sets DMLC_ROLE and the other DMLC_* variables)')
             store = mx.kv.create(kvstore)
             return cls(kvstore, store.rank, store.num_workers, store=store)
         return cls(kvstore)
