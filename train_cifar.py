@@ -2,7 +2,7 @@
 """Train CIFAR AFF/iAFF networks (Dai et al., WACV 2021); see ``--help``."""
 import sys
 
-from openaff.scripts.cifar import main
+from openaff.cli.train_cifar import main
 
 if __name__ == '__main__':
     sys.exit(main())

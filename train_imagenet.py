@@ -6,7 +6,7 @@ import sys
 # the original instructions: fp16 reductions accumulate in float32
 os.environ.setdefault("MXNET_SAFE_ACCUMULATION", "1")
 
-from openaff.scripts.imagenet import main
+from openaff.cli.train_imagenet import main
 
 if __name__ == '__main__':
     sys.exit(main())
