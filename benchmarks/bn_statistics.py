@@ -25,7 +25,7 @@ FUSIONS = ('DirectAdd', 'ASKCFuse', 'ResGlobLocaforGlobLocaCha')
 def command(fusion, epochs, out, seed, extra):
     return ['--dataset', 'digits', '--model', 'resnet', '--askc-type', fusion, '--blocks', '1',
             '--channel-times', '1', '--num-epochs', str(epochs), '--save-dir', out,
-            '--logging-dir', out, '--save-plot-dir', out, '-j', '0', '--seed', str(seed), *extra]
+            '--logging-dir', out, '--save-plot-dir', out, '-j', '0', '--seed', str(seed), '--overwrite', *extra]
 
 
 def batch_statistics_accuracy(net, loader):

@@ -23,7 +23,7 @@ def run_seed(seed, out, extra, fresh):
     epochs = train_cifar.parse_options(argv).num_epochs
     record = None if fresh else finished_record(run_dir, epochs)
     if record is None:
-        if train_cifar.main(argv) != 0:
+        if train_cifar.main([*argv, '--overwrite']) != 0:  # retrain what is not finished
             raise SystemExit(f'error: the run with seed {seed} failed')
         record = finished_record(run_dir, epochs)
     history = record['history']

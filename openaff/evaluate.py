@@ -79,6 +79,8 @@ def _logged_accuracy(record, path):
 def resolve(name_or_path):
     """A zoo name, a released file, or a training checkpoint -> :class:`Target`."""
     if not os.path.exists(os.path.expanduser(name_or_path)):
+        if os.sep in name_or_path or name_or_path.endswith(('.params', '.json')):
+            raise FileNotFoundError(f'no such file: {name_or_path}')
         return _from_zoo(name_or_path)
     path = os.path.expanduser(name_or_path)
     zoo_name = _release_named(path)

@@ -87,6 +87,9 @@ def _open_url(url):
 def _read_chunk(resp, url):
     try:
         return resp.read(_CHUNK)
+    except http.client.IncompleteRead as err:
+        raise DownloadError(_download_hint(url, "the transfer was cut off after %d more bytes"
+                                           % len(err.partial))) from None
     except (OSError, http.client.HTTPException) as err:
         raise DownloadError(_download_hint(url, err)) from err
 
@@ -102,11 +105,17 @@ def _progress_bar(resp, name, progress):
 
 def _download_to(url, dest, progress):
     resp = _open_url(url)
+    length = resp.headers.get("Content-Length") if resp.headers else None
+    received = 0
     with resp, open(dest, "wb") as out, \
             _progress_bar(resp, os.path.basename(dest), progress) as bar:
         for chunk in iter(lambda: _read_chunk(resp, url), b""):
             out.write(chunk)
+            received += len(chunk)
             bar.update(len(chunk))
+    if length and received < int(length):
+        raise DownloadError(_download_hint(
+            url, "the transfer was cut off after %d of %s bytes" % (received, length)))
 
 
 def _download_verified(url, path, expected, progress):
@@ -166,6 +175,13 @@ def fetch_release(relpath, blob_sha1, root=DEFAULT_ROOT, base_url=None,
     root = os.path.expanduser(root)
     os.makedirs(root, exist_ok=True)
     path = os.path.join(root, os.path.basename(relpath))
+    # a verified copy is used as it is: files are only ever replaced whole, so no lock is
+    # needed to read one (and a read-only cache can serve it)
+    if os.path.isfile(path) and git_blob_sha1(path) == expected:
+        return path
+    if not os.access(root, os.W_OK):
+        raise DownloadError("The cache %s is read-only and holds no verified copy of %s; "
+                            "pass a writable root (or OPENAFF_CACHE)." % (root, relpath))
     with filelock.FileLock(path + ".lock"):
         if os.path.isfile(path) and git_blob_sha1(path) == expected:
             return path
@@ -214,7 +230,7 @@ def _read_params_file(path):
     except Exception as err:  # MXNet reports corrupt files as MXNetError/others
         raise CheckpointError(
             "Cannot read checkpoint %r: not an MXNet parameter file (%s)"
-            % (path, str(err).splitlines()[0] if str(err) else err)) from err
+            % (path, _reason(err))) from None
     if isinstance(loaded, list) and not loaded:
         return {}  # mx.nd.save writes a parameter-free net's empty dict as an empty list
     if not isinstance(loaded, dict):
@@ -222,6 +238,27 @@ def _read_params_file(path):
             "Checkpoint %r holds an unnamed list of arrays, not a dict of "
             "named parameters." % path)
     return loaded
+
+
+def _reason(err):
+    """The line of an MXNet error message that says what went wrong (its first line is often
+    'Traceback (most recent call last):' of the C++ stack)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    said = [line for line in lines if "Check failed" in line or "Error" in line.split(":")[0]]
+    return (said or lines or [type(err).__name__])[-1]
+
+
+def _check_values(label, loaded, names, allow_non_finite):
+    """Refuse integer arrays, and NaN or inf unless ``allow_non_finite``."""
+    for name in names:
+        array = loaded[name]
+        if np.dtype(array.dtype).kind != "f":
+            raise CheckpointError("Checkpoint %s: %s is %s, not a floating-point array."
+                                  % (label, name, np.dtype(array.dtype).name))
+        if not allow_non_finite and not np.isfinite(array.asnumpy()).all():
+            raise CheckpointError(
+                "Checkpoint %s: %s holds non-finite values (NaN or inf), as a diverged run "
+                "leaves; pass allow_non_finite=True to load it anyway." % (label, name))
 
 
 def _as_ndarray(value):
@@ -320,7 +357,8 @@ def _init_skipped(params, names, ctx):
 
 
 def load_checkpoint(net, source, ctx=None, skip_classifier=False,
-                    classifier=None, allow_missing=False, ignore_extra=False):
+                    classifier=None, allow_missing=False, ignore_extra=False,
+                    allow_non_finite=False):
     """Load a checkpoint into a Gluon block, strictly by default.
 
     Nothing is loaded unless the whole check passes. The network may be
@@ -350,6 +388,8 @@ def load_checkpoint(net, source, ctx=None, skip_classifier=False,
         Accept network parameters absent from the checkpoint.
     ignore_extra : bool
         Accept checkpoint entries that the network does not have.
+    allow_non_finite : bool
+        Load arrays holding NaN or inf (refused by default: a diverged run's weights).
 
     Returns
     -------
@@ -363,6 +403,8 @@ def load_checkpoint(net, source, ctx=None, skip_classifier=False,
         The file cannot be read as MXNet parameters.
     CheckpointMismatchError
         Names or shapes do not match (after the relaxations above).
+    CheckpointError
+        Also for integer arrays, and for NaN or inf unless ``allow_non_finite``.
     """
     params = net._collect_params_with_prefix()
     raw = _read_params_file(source) if isinstance(source, (str, os.PathLike)) else source
@@ -370,10 +412,11 @@ def load_checkpoint(net, source, ctx=None, skip_classifier=False,
     skip = _classifier_names(params, loaded, classifier) if skip_classifier else set()
 
     to_load, missing, unexpected, conflicts = _plan(params, loaded, skip)
+    label = repr(os.fspath(source)) if not isinstance(source, dict) else "(dict)"
     if conflicts or (missing and not allow_missing) or (unexpected and not ignore_extra):
-        label = repr(os.fspath(source)) if not isinstance(source, dict) else "(dict)"
         raise CheckpointMismatchError(
             _mismatch_message(label, missing, unexpected, conflicts))
+    _check_values(label, loaded, to_load, allow_non_finite)
 
     report = LoadReport(missing=missing, unexpected=unexpected,
                         skipped=[k for k in params if k in skip])

@@ -218,7 +218,8 @@ def get_model(name, pretrained: bool | str = False, root='~/.mxnet/models', ctx=
     root : str
         Cache directory for released checkpoints.
     ctx : Context or list of Context
-        Where the loaded parameters live (default CPU).
+        Where the loaded parameters live (default CPU); only with ``pretrained`` (an
+        uninitialised network has no parameters to place: ``net.initialize(ctx=...)``).
     skip_classifier : bool
         Keep the classifier's own initialisation instead of loading it (e.g. a checkpoint for
         another class count).
@@ -233,6 +234,9 @@ def get_model(name, pretrained: bool | str = False, root='~/.mxnet/models', ctx=
     """
     info = model_info(name)
     _check_arguments(info, kwargs)
+    if ctx is not None and not pretrained:
+        raise ValueError('ctx places loaded weights and needs pretrained; without weights, '
+                         'initialise where you want them: net.initialize(ctx=...)')
     net = info.builder(**{**info.args, **kwargs})
     net.model_info = replace(info, args={**info.args, **kwargs})
     if pretrained:

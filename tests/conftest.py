@@ -77,3 +77,29 @@ def assert_hybrid_matches_imperative(net, *inputs, rtol=1e-5, atol=1e-6):
     net.hybridize()
     np.testing.assert_allclose(net(*inputs).asnumpy(), imperative, rtol=rtol, atol=atol)
     np.testing.assert_allclose(training_pass(), imperative_train, rtol=rtol, atol=atol)
+
+
+# ---------------------------------------------------------------- tiny CIFAR data and runs
+def tiny_images(n, classes, seed):
+    rng = np.random.RandomState(seed)
+    labels = rng.randint(0, classes, size=n)
+    # class-dependent brightness so there is something to learn
+    images = (rng.randint(0, 60, size=(n, 32, 32, 3)) + labels[:, None, None, None] * 190 //
+              max(1, classes - 1)).clip(0, 255).astype(np.uint8)
+    return images, labels.astype(np.int32)
+
+
+def write_tiny_cifar(root, name, fmt, archive=False, n_train=64, n_test=32):
+    """A CIFAR release of ``n_train``/``n_test`` images in an official format, under ``root``."""
+    from openaff.data.cifar import write_cifar
+    classes = 10 if name == 'cifar10' else 100
+    images, labels = tiny_images(n_train, classes, 0)
+    test_images, test_labels = tiny_images(n_test, classes, 1)
+    write_cifar(root, name, fmt, images, labels, archive=archive, test_images=test_images,
+                test_labels=test_labels)
+    return root
+
+
+def run_dir_args(path):
+    return ['--save-dir', str(path), '--logging-dir', str(path), '--save-plot-dir', str(path)]
+

@@ -112,6 +112,31 @@ def test_checkpoint_manager_keeps_recent_and_periodic_sets(tmp_path):
         CheckpointManager(tmp_path / 'empty', 'm').find('latest')
 
 
+def test_half_written_files_of_a_killed_run_are_removed_and_only_those(tmp_path):
+    """Best weights start with their score, so their temporaries too."""
+    stale = ['.m-epoch0001.params.tmp-41', '.0.9021-m-best.params.tmp-41',
+             '.m-checkpoint.json.tmp-41']
+    kept = ['m-epoch0001.params', '0.9021-m-best.params', '.other-epoch0001.params.tmp-41']
+    for name in stale + kept:
+        (tmp_path / name).write_text('x')
+    CheckpointManager(tmp_path, 'm')
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
+
+
+def test_an_epoch_file_resumes_after_its_epoch_with_the_history_up_to_it(tmp_path):
+    net = mx.gluon.nn.Dense(2, in_units=3)
+    net.initialize()
+    manager = CheckpointManager(tmp_path, 'm', keep=5)
+    history = []
+    for epoch in range(3):
+        history.append({'epoch': epoch, 'val_acc': 0.1 * (epoch + 1)})
+        manager.save(net, None, epoch, {'seed': 5, 'history': list(history)})
+    record = manager.find(str(tmp_path / 'm-epoch0001.params'))
+    assert record['epoch'] == 1 and record['seed'] == 5
+    assert [r['epoch'] for r in record['history']] == [0, 1]
+    assert record['best'] == pytest.approx(0.2)
+
+
 @pytest.mark.skipif(not LOGS, reason='no original logs in ../shared/reference')
 @pytest.mark.parametrize('log', LOGS, ids=[p.name[:40] for p in LOGS])
 def test_original_logs_parse(log):

@@ -144,8 +144,24 @@ def test_ahead_of_time_build_command(tmp_path):
                           env={**os.environ, 'OPENAFF_CACHE': str(tmp_path)})
     assert done.returncode == 0, done.stderr
     built = tmp_path / 'ops'
-    assert [p.name for p in built.iterdir()] == [os.path.basename(done.stdout.strip())]
+    library = os.path.basename(done.stdout.strip())
+    assert sorted(p.name for p in built.iterdir()) == [library, library + '.sha256']
     assert os.path.getsize(done.stdout.strip()) > 10_000
+
+
+@pytest.mark.multiprocess
+@pytest.mark.slow
+def test_a_damaged_cached_library_is_rebuilt_not_loaded(tmp_path):
+    """A library cut short (a build killed mid-copy, a full disk) killed every later process
+    that loaded it with SIGBUS; its size and hash are now checked before loading."""
+    assert _python(PROBE, OPENAFF_CACHE=str(tmp_path)).returncode == 0
+    library = next((tmp_path / 'ops').glob('*.so'))
+    library.write_bytes(library.read_bytes()[:4096])
+    done = _python(PROBE, OPENAFF_CACHE=str(tmp_path))
+    assert done.returncode == 0, done.stderr[-1000:]
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report['available'] and report['native'] and report['warnings'] == []
+    assert library.stat().st_size > 10_000
 
 
 @pytest.mark.multiprocess

@@ -35,7 +35,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            self.wfile.write(body[:self.server.cut_after])  # all of it unless cut
             return
         super().do_GET()
 
@@ -50,7 +50,7 @@ def server(tmp_path, monkeypatch):
     (srv_dir / "params").mkdir(parents=True)
     handler = functools.partial(_Handler, directory=str(srv_dir))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    httpd.requests, httpd.delay, httpd.override = [], 0, None
+    httpd.requests, httpd.delay, httpd.override, httpd.cut_after = [], 0, None, None
     httpd.dir = srv_dir
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -151,6 +151,30 @@ def test_wrong_bytes_raise_checksum_error(tmp_path, server, published):
     assert _blob_sha1_bytes(b"not the checkpoint") in msg
     assert len(server.requests) == 2  # one retry
     assert [n for n in _cache_files(root) if not n.endswith(".lock")] == []
+
+
+def test_a_transfer_cut_off_is_reported_as_such(tmp_path, server, published):
+    content, sha = published
+    server.override, server.cut_after = content, len(content) // 2
+    root = tmp_path / "cache"
+    with pytest.raises(DownloadError, match="cut off"):
+        fetch_release(REL, sha, root=str(root), progress=False)
+    assert [n for n in _cache_files(root) if not n.endswith(".lock")] == []
+
+
+def test_a_verified_copy_is_used_where_no_lock_can_be_taken(tmp_path, server, published,
+                                                            monkeypatch):
+    """A read-only cache (as root, a chmod cannot make one, so taking the lock fails)."""
+    content, sha = published
+    root = tmp_path / "cache"
+    root.mkdir()
+    (root / os.path.basename(REL)).write_bytes(content)
+
+    def no_lock(path):
+        raise PermissionError(13, "Read-only file system", path)
+    monkeypatch.setattr(store.filelock, "FileLock", no_lock)
+    assert fetch_release(REL, sha, root=str(root)) == str(root / os.path.basename(REL))
+    assert server.requests == []
 
 
 def test_server_down_raises_download_error(tmp_path, monkeypatch):
@@ -379,6 +403,34 @@ def test_garbage_file_raises_checkpoint_error(tmp_path):
     path.write_bytes(b"\x00this is not an mxnet file" * 10)
     with pytest.raises(CheckpointError, match="garbage.params"):
         load_checkpoint(make_net(), str(path))
+
+
+def test_corrupt_file_message_says_why_not_where(tmp_path):
+    path = tmp_path / "garbage.params"
+    path.write_bytes(b"\x00" * 64)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(make_net(), str(path))
+    assert "Traceback" not in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("spoil, message", [
+    (lambda a: a * float("nan"), "non-finite"),
+    (lambda a: a / 0.0, "non-finite"),
+    (lambda a: a.astype("int32"), "int32"),
+])
+def test_weights_that_are_not_finite_floats_are_refused(tmp_path, spoil, message):
+    net = make_net()
+    net(mx.nd.ones((1, 3, 8, 8)))
+    path = str(tmp_path / "w.params")
+    net.save_parameters(path)
+    weights = mx.nd.load(path)
+    first = sorted(weights)[0]
+    weights[first] = spoil(weights[first])
+    mx.nd.save(path, weights)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(make_net(), path)
+    if message == "non-finite":
+        load_checkpoint(make_net(), path, allow_non_finite=True)  # when asked
 
 
 def test_shared_parameters_deduplicated_file(tmp_path):

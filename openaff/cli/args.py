@@ -15,6 +15,17 @@ def _int_of_at_least(low, words):
     return parse
 
 
+def int_between(low, high):
+    """An argparse ``type``: an ``int`` from ``low`` to ``high``."""
+    def parse(text):
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f'must be from {low} to {high}, got {value}')
+        return value
+    parse.__name__ = 'int'
+    return parse
+
+
 positive_int = _int_of_at_least(1, 'be at least 1')
 positive_int.__doc__ = 'An ``int`` of at least 1 (an argparse ``type``).'
 non_negative_int = _int_of_at_least(0, 'not be negative')
@@ -27,6 +38,18 @@ def non_negative_float(text):
     if value < 0:
         raise argparse.ArgumentTypeError(f'must not be negative, got {text}')
     return value
+
+
+def epoch_list(text):
+    """Comma-separated epochs such as ``'300,450'`` (an argparse ``type``): checked, and kept as
+    the text the original logs."""
+    try:
+        values = [int(part) for part in text.split(',') if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'not comma-separated epochs: {text!r}') from None
+    if any(value < 0 for value in values):
+        raise argparse.ArgumentTypeError(f'epochs must not be negative: {text!r}')
+    return text
 
 
 def add_rec_options(parser):

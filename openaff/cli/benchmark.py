@@ -41,9 +41,43 @@ def build_parser():
     return p
 
 
+def check_device(opt):
+    """``ValueError`` for a device or subgraph backend this machine does not have."""
+    import mxnet as mx
+    if opt.device == 'gpu' and mx.context.num_gpus() == 0:
+        raise ValueError('--ctx gpu: MXNet sees no GPU on this machine (a CUDA build of mxnet '
+                         'and a visible device are needed)')
+    if opt.optimize_for and not _has_backend(opt.optimize_for):
+        raise ValueError(f'--optimize-for {opt.optimize_for}: not a subgraph backend of this '
+                         f'mxnet build (e.g. MKLDNN)')
+
+
+def _has_backend(backend):
+    """Whether MXNet knows the subgraph ``backend``: for an unknown one it only writes an
+    error line to the process's stderr and carries on, so that line is looked for."""
+    import os
+    import tempfile
+    import mxnet as mx
+    probe = mx.sym.FullyConnected(mx.sym.var('x'), num_hidden=1)
+    with tempfile.TemporaryFile(mode='w+') as caught:
+        saved = os.dup(2)
+        os.dup2(caught.fileno(), 2)
+        try:
+            probe.optimize_for(backend, args={'x': mx.nd.zeros((1, 1))})
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        caught.seek(0)
+        return 'cannot be found' not in caught.read()
+
+
 def main(argv=None):
     from ..benchmark import BASELINES, SETS, Settings, run, split_impl
     opt = build_parser().parse_args(argv)
+    try:
+        check_device(opt)
+    except ValueError as error:
+        return fail(str(error))
     settings = Settings(opt.set, opt.device, opt.dtype, opt.batch_size, opt.input_size,
                         opt.fusion_impl, opt.optimize_for, opt.train, opt.memory, opt.repeats,
                         opt.warmup)

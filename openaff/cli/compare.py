@@ -59,8 +59,8 @@ def train_runs(opt, label, model_args):
         run_dir = os.path.join(opt.out, label, f'seed{seed}')
         argv = run_args(opt, model_args, seed, run_dir)
         record = finished_record(run_dir, opt.epochs) if opt.reuse else None
-        if record is None:
-            if command.main(argv) != 0:
+        if record is None:  # a fresh run replaces whatever an unfinished one left there
+            if command.main([*argv, '--overwrite']) != 0:
                 raise RuntimeError(f'training {label} (seed {seed}) failed')
             record = finished_record(run_dir, opt.epochs)
         runs.append(run_summary(record, seed, f'python {script} ' + ' '.join(argv)))
@@ -68,14 +68,21 @@ def train_runs(opt, label, model_args):
 
 
 def main(argv=None):
-    from ..compare import CIFAR_SET, IMAGENET_SET, costs, summarize_row, write_report
+    from ..compare import (CIFAR_SET, IMAGENET_SET, costs, finished_record, summarize_row,
+                           write_report)
     opt = build_parser().parse_args(argv)
     catalog = IMAGENET_SET if opt.dataset == 'imagenet' else CIFAR_SET
     unknown = [m for m in opt.models or [] if m not in catalog]
     if unknown:
         return fail(f'unknown models {unknown}; valid: {", ".join(catalog)}')
+    chosen = opt.models or list(catalog)
+    if opt.reuse and not any(finished_record(os.path.join(opt.out, label, f'seed{seed}'),
+                                             opt.epochs)
+                             for label in chosen for seed in opt.seeds):
+        return fail(f'--reuse: no finished {opt.epochs}-epoch run under {opt.out} (leave out '
+                    f'--reuse to train them)')
     rows = []
-    for label in opt.models or list(catalog):
+    for label in chosen:
         runs, record = train_runs(opt, label, catalog[label])
         rows.append(summarize_row(label, runs, costs(record, opt.speed_batch, opt.repeats)))
     stem = write_report(rows, opt.out, opt.dataset, opt.seeds, vars(opt))

@@ -17,10 +17,10 @@ def build_parser():
 
 
 def main(argv=None):
-    from ..ops import build, library_path
+    from ..ops import build, intact, library_path
     opt = build_parser().parse_args(argv)
     path = library_path()
-    if opt.force or not path.exists():
+    if opt.force or not intact(path):
         try:
             build(path)
         except RuntimeError as error:

@@ -39,7 +39,10 @@ def main(argv=None):
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # the values are irrelevant for counting
         net.initialize()
-    result = summarize(net, input_shape=(1, 3, size, size))
+    try:
+        result = summarize(net, input_shape=(1, 3, size, size))
+    except ValueError as err:  # an input the network's strides cannot take
+        return fail(f'--input-size {size}: {err}')
     if opt.per_layer:
         print(result.table())
     print(result.totals())

@@ -14,8 +14,9 @@ from ..engine import Engine, decay_epochs
 from ..models import CIFARAFFResNet, CIFARAFFResNeXt, builder_name
 from ..models.external import GLUONCV_PREFIX, gluoncv_spec
 from ..engine.distributed import DistributedError
+from .args import epoch_list, int_between, non_negative_int, positive_int
 from .recipe_options import RecipeOptions
-from .training import (add_scale_out_args, apply_syncbn, clamp_workers, contexts_from, fail,
+from .training import (add_run_args, add_scale_out_args, check_paths, check_run, apply_syncbn, clamp_workers, contexts_from, fail,
                        resolve_precision, resolve_seed, run_engine, scaled_lr, shard_of,
                        start_cluster, start_log, summarize_and_exit)
 
@@ -53,21 +54,22 @@ def build_parser():
              'without it gluon downloads to ~/.mxnet/datasets')
     add('--labels', default='fine', choices=('fine', 'coarse'),
         help='CIFAR-100 label set. The original silently trained on the 20 coarse labels')
-    add('--batch-size', type=int, default=128, help='training batch size per device')
+    add('--batch-size', type=positive_int, default=128, help='training batch size per device')
     add('--askc-type', default='ASKCFuse',
         help='fusion: ASKCFuse (AFF), ResGlobLocaforGlobLocaCha (iAFF), DirectAdd, ...')
-    add('--channel-times', type=int, default=4, help='width multiplier of [16, 16, 32, 64]')
-    add('--blocks', type=int, default=1, help='blocks per stage')
-    add('--start-layer', type=int, default=1, help='first stage with the fusion')
+    add('--channel-times', type=positive_int, default=4, help='width multiplier of [16, 16, 32, 64]')
+    add('--blocks', type=positive_int, default=1, help='blocks per stage')
+    add('--start-layer', type=int_between(1, 3), default=1,
+        help='first of the three stages with the fusion (earlier ones add plainly)')
     add('--summary', action='store_true', help='print parameters and FLOPs, then exit')
     add('--gpus', default='0,1,2,3', help='GPUs to use when present, e.g. 0,1')
     add('--model', default='resnet',
         help='resnet, resnext, or gluoncv:NAME for a GluonCV model-zoo baseline')
-    add('-j', '--num-data-workers', dest='num_workers', type=int, default=96,
+    add('-j', '--num-data-workers', dest='num_workers', type=non_negative_int, default=96,
         help='data loading processes (capped at the CPU count; 0 = in the main process)')
     RECIPE.add_to(p)
-    add('--lr-decay-period', type=int, default=0)
-    add('--lr-decay-epoch', default='300,450')
+    add('--lr-decay-period', type=non_negative_int, default=0)
+    add('--lr-decay-epoch', type=epoch_list, default='300,450')
     add('--cosine', action='store_true', help='linear warm-up, then cosine decay')
     add('--drop-rate', type=float, default=0.0, help='unused, as in the original')
     add('--mode', default='hybrid', choices=('hybrid', 'imperative'))
@@ -83,6 +85,7 @@ def build_parser():
     add('--compare-log', default=None, help='an original log to draw in the history plot')
     add('--frozen-input-stats', action='store_true',
         help="the original's behaviour: the input BatchNorm's running statistics stay 0/1")
+    add_run_args(p)
     add_scale_out_args(p)
     return p
 
@@ -187,6 +190,14 @@ def recipe_of(opt, seed, lr=None):
                          hybrid=opt.mode == 'hybrid', seed=seed)
 
 
+def check_outputs(opt, model_name, recipe):
+    """Output folders writable, the compare log there, no earlier run replaced unasked."""
+    check_paths(dirs=[('--save-dir', opt.save_dir), ('--logging-dir', opt.logging_dir),
+                      ('--save-plot-dir', opt.save_plot_dir)],
+                files=[('--compare-log', opt.compare_log)])
+    check_run(opt.save_dir or '.', model_name, opt.resume_from, opt.overwrite, recipe, RECIPE)
+
+
 def main(argv=None):
     opt = parse_options(argv)
     from ..data.errors import DatasetNotFoundError
@@ -196,21 +207,19 @@ def main(argv=None):
         contexts = cluster.contexts(contexts_from(gpus=opt.gpus))
         if not opt.summary:
             opt.dtype, notes = resolve_precision(opt.dtype, opt.amp, contexts)
-        classes = HEAD_CLASSES[opt.dataset]
-        cls, kwargs, model_name = net_spec(opt, classes)
+        cls, kwargs, model_name = net_spec(opt, HEAD_CLASSES[opt.dataset])
         net = cls(**kwargs)
         if opt.summary:
             return summarize_and_exit(net)
         apply_syncbn(net, opt.syncbn, contexts)
-    except (ValueError, DistributedError) as err:
+        opt.seed = cluster.broadcast_int(resolve_seed(opt.seed))
+        recipe = recipe_of(opt, opt.seed, scaled_lr(opt.lr, opt.lr_scaling, cluster))
+        check_outputs(opt, model_name, recipe)
+        train_loader, val_loader, classes = loaders(opt, opt.batch_size * len(contexts), cluster)
+    except (ValueError, DistributedError, DatasetNotFoundError) as err:
         return fail(str(err))
     if opt.bn_branch_momentum is not None:
         set_bn_momentum(net, opt.bn_branch_momentum)
-    opt.seed = cluster.broadcast_int(resolve_seed(opt.seed))
-    try:
-        train_loader, val_loader, classes = loaders(opt, opt.batch_size * len(contexts), cluster)
-    except (DatasetNotFoundError, ValueError) as err:
-        return fail(str(err))
     log_file = os.path.join(opt.logging_dir, f'train_{model_name}.log') if opt.logging_dir else None
     log = start_log(opt, log_file, cluster.is_chief)
     for note in notes:
@@ -219,10 +228,10 @@ def main(argv=None):
     net.initialize(mx.init.Xavier(), ctx=contexts)
     if opt.dtype != 'float32':
         net.cast(opt.dtype)
-    engine = Engine(net, recipe_of(opt, opt.seed, scaled_lr(opt.lr, opt.lr_scaling, cluster)), contexts,
-                    train_loader, val_loader, classes, model_name, opt.save_dir or '.',
-                    plot_dir=opt.save_plot_dir, compare_log=opt.compare_log, cluster=cluster,
-                    run_info={'dataset': opt.dataset, 'labels': opt.labels,
-                              'net': {'class': builder_name(cls), 'kwargs': kwargs}})
+    engine = Engine(net, recipe, contexts, train_loader, val_loader, classes, model_name,
+                    opt.save_dir or '.', plot_dir=opt.save_plot_dir, compare_log=opt.compare_log,
+                    cluster=cluster, run_info={'dataset': opt.dataset, 'labels': opt.labels,
+                                               'net': {'class': builder_name(cls),
+                                                       'kwargs': kwargs}})
     return run_engine(engine, log, opt.resume_from,
                       lambda best: log.info('best_val_score: %f', best))

@@ -12,10 +12,11 @@ from ..engine import Engine, decay_epochs
 from ..engine.reporting import ImageNetReport
 from ..models import AFFResNet, AFFResNeXt, builder_name
 from ..models.external import GLUONCV_PREFIX, gluoncv_spec
-from .args import add_rec_options
+from .args import (add_rec_options, epoch_list, int_between, non_negative_int,
+                   positive_int)
 from ..engine.distributed import DistributedError
 from .recipe_options import RecipeOptions
-from .training import (add_scale_out_args, apply_syncbn, clamp_workers, contexts_from, fail,
+from .training import (add_run_args, add_scale_out_args, check_paths, check_run, apply_syncbn, clamp_workers, contexts_from, fail,
                        resolve_precision, resolve_seed, run_engine, scaled_lr, shard_of,
                        start_cluster, start_log, summarize_and_exit)
 
@@ -37,41 +38,42 @@ def build_parser():
     add('--use-rec', action='store_true', help='read the .rec files with ImageRecordIter')
     add('--synthetic', action='store_true', help='train on generated data (smoke runs)')
     add('--summary', action='store_true', help='print parameters and FLOPs, then exit')
-    add('--batch-size', type=int, default=128, help='batch size per device')
-    add('--r', type=int, default=16, help='reduction ratio of the fusion')
+    add('--batch-size', type=positive_int, default=128, help='batch size per device')
+    add('--r', type=positive_int, default=16, help='reduction ratio of the fusion')
     add('--model', default='resnet',
         help='resnet, resnext, or gluoncv:NAME for a GluonCV model-zoo baseline')
     add('--askc-type', default='ASKCFuse')
-    add('--num-gpus', type=int, default=4, help='0 trains on the CPU')
-    add('-j', '--num-data-workers', dest='num_workers', type=int, default=96)
+    add('--num-gpus', type=non_negative_int, default=4, help='0 trains on the CPU')
+    add('-j', '--num-data-workers', dest='num_workers', type=non_negative_int, default=96)
     RECIPE.add_to(p)
-    add('--lr-decay-period', type=int, default=0)
-    add('--lr-decay-epoch', default='40,60')
+    add('--lr-decay-period', type=non_negative_int, default=0)
+    add('--lr-decay-epoch', type=epoch_list, default='40,60')
     add('--last-gamma', action='store_true',
         help='zero-initialise the last BN gamma of each block (the ResNeXt models always were '
              'in the released runs: their block inverted the flag)')
     add('--mode', default='hybrid', choices=('hybrid', 'imperative'))
-    add('--input-size', type=int, default=224)
+    add('--input-size', type=positive_int, default=224)
     add('--crop-ratio', type=float, default=0.875)
     add('--use-pretrained', action='store_true', help='start from the released checkpoint')
     add('--use-se', action='store_true')
     add('--teacher', default=None, help='GluonCV model name of a distillation teacher')
     add('--batch-norm', action='store_true', help='unused, as in the original')
     add('--save-dir', default='params')
-    add('--resume-epoch', type=int, default=0, help='with --resume-params: its epoch')
+    add('--resume-epoch', type=non_negative_int, default=0, help='with --resume-params: its epoch')
     add('--resume-params', default='')
     add('--resume-states', default='')
     add('--resume-from', default=None, help="'latest', a checkpoint JSON, or a .params file")
-    add('--log-interval', type=int, default=50)
+    add('--log-interval', type=positive_int, default=50)
     add('--logging-file', default='train_imagenet.log')
     add('--use-gn', action='store_true', help='unused, as in the original')
     add('--auto_aug', action='store_true', help='AutoAugment ImageNet policy (image folders)')
-    add('--start-layer', type=int, default=3)
+    add('--start-layer', type=int_between(1, 4), default=3)
     add('--num-layer', type=int, default=50, choices=sorted(LAYERS))
-    add('--classes', type=int, default=1000)
+    add('--classes', type=positive_int, default=1000)
     add('--seed', type=int, default=None)
     add('--save-plot-dir', default=None, help='where to write the history PNG')
     add('--compare-log', default=None, help='an original log to draw in the history plot')
+    add_run_args(p)
     add_scale_out_args(p)
     return p
 
@@ -150,6 +152,26 @@ def prepare_net(opt, net, contexts):
     net.cast(opt.dtype)
 
 
+def check_teacher(name):
+    if name is None:
+        return
+    from gluoncv.model_zoo import get_model_list
+    if name.lower() not in get_model_list():
+        raise ValueError(f'--teacher {name}: not a GluonCV model-zoo name (see '
+                         f'gluoncv.model_zoo.get_model_list())')
+
+
+def check_outputs(opt, model_name, recipe):
+    """Output folders writable, inputs there, no earlier run replaced unasked."""
+    check_paths(dirs=[('--save-dir', opt.save_dir), ('--save-plot-dir', opt.save_plot_dir),
+                      ('--logging-file', os.path.dirname(opt.logging_file or ''))],
+                files=[('--compare-log', opt.compare_log),
+                       ('--resume-params', opt.resume_params),
+                       ('--resume-states', opt.resume_states)])
+    check_run(opt.save_dir or '.', model_name, opt.resume_from, opt.overwrite, recipe, RECIPE)
+    check_teacher(opt.teacher)
+
+
 def main(argv=None):
     opt = build_parser().parse_args(argv)
     from ..data.errors import DatasetNotFoundError
@@ -163,20 +185,18 @@ def main(argv=None):
         if opt.summary:
             return summarize_and_exit(net, opt.input_size)
         apply_syncbn(net, opt.syncbn, contexts)
-    except (ValueError, DistributedError) as err:
-        return fail(str(err))
-    opt.seed = cluster.broadcast_int(resolve_seed(opt.seed))
-    try:
+        opt.seed = cluster.broadcast_int(resolve_seed(opt.seed))
+        recipe = recipe_of(opt, opt.seed, scaled_lr(opt.lr, opt.lr_scaling, cluster))
+        check_outputs(opt, f'imagenet-{model_name}', recipe)
         train_loader, val_loader = loaders(opt, opt.batch_size * len(contexts), cluster)
         prepare_net(opt, net, contexts)
-    except (DatasetNotFoundError, FileNotFoundError, ValueError) as err:
+    except (ValueError, DistributedError, DatasetNotFoundError, FileNotFoundError) as err:
         return fail(str(err))
     log = start_log(opt, opt.logging_file, cluster.is_chief)
     for note in notes:
         log.info('%s', note)
-    engine = Engine(net, recipe_of(opt, opt.seed, scaled_lr(opt.lr, opt.lr_scaling, cluster)), contexts,
-                    train_loader, val_loader, opt.classes, f'imagenet-{model_name}',
-                    opt.save_dir or '.', plot_dir=opt.save_plot_dir,
+    engine = Engine(net, recipe, contexts, train_loader, val_loader, opt.classes,
+                    f'imagenet-{model_name}', opt.save_dir or '.', plot_dir=opt.save_plot_dir,
                     teacher=teacher_of(opt, contexts), compare_log=opt.compare_log,
                     cluster=cluster, report=ImageNetReport(opt.log_interval),
                     run_info={'dataset': 'imagenet', 'input_size': opt.input_size,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import sys
+import tempfile
 import traceback
 
 import mxnet as mx
@@ -39,6 +40,67 @@ def start_log(opt, log_file, chief=True):
     log = setup_logging(log_file if chief else None, logging.INFO if chief else logging.WARNING)
     log.info('%s', opt)
     return log
+
+
+def add_run_args(parser):
+    """Options both scripts share for what happens to an earlier run in ``--save-dir``."""
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace an earlier run of the same model in --save-dir (without '
+                             'it, such a run is kept and the command refuses to start; '
+                             '--resume-from latest continues it)')
+
+
+def check_paths(dirs=(), files=()):
+    """``ValueError`` before any work for an output folder that cannot be written or an input
+    file that is missing; ``dirs`` and ``files`` are (flag, path) pairs, empty paths skipped."""
+    for flag, path in dirs:
+        if not path:
+            continue
+        folder = os.path.expanduser(path)
+        try:
+            os.makedirs(folder, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as err:
+            raise ValueError(f'{flag} {path}: cannot write there ({err.strerror or err})') from None
+    for flag, path in files:
+        if path and not os.path.isfile(os.path.expanduser(path)):
+            raise ValueError(f'{flag} {path}: no such file')
+
+
+# what the trainer states of a checkpoint carry (the optimizer with its schedule): a resumed run
+# continues them, so a command that asks for other values would be misled
+RESUMED_FIELDS = ('lr', 'lr_mode', 'num_epochs', 'warmup_epochs', 'warmup_lr', 'step_epochs',
+                  'step_factor', 'momentum', 'wd', 'no_wd')
+
+
+def check_run(save_dir, model_name, resume_from, overwrite, recipe, options):
+    """``ValueError`` before any work when ``save_dir`` holds an earlier run that this one
+    would replace unasked, or when the run to resume cannot be read or was trained with
+    another schedule than ``recipe``; ``options`` (a RecipeOptions) names the flags."""
+    from ..engine.checkpoint import CheckpointManager
+    from ..engine.recipe import recipe_record
+    checkpoints = CheckpointManager(save_dir, model_name, create=False)
+    if not resume_from:
+        if os.path.exists(checkpoints.pointer) and not overwrite:
+            raise ValueError(f'--save-dir {save_dir} holds a run of {model_name}: continue it '
+                             f'with --resume-from latest, or replace it with --overwrite')
+        return
+    try:
+        record = checkpoints.find(resume_from)
+    except FileNotFoundError as err:
+        raise ValueError(f'--resume-from {resume_from}: {err}') from None
+    except ValueError as err:  # a checkpoint record that is not JSON
+        raise ValueError(f'--resume-from {resume_from}: the checkpoint record cannot be read '
+                         f'({err})') from None
+    trained, asked = record.get('recipe'), recipe_record(recipe)
+    changed = [name for name in RESUMED_FIELDS
+               if trained and record.get('states') and trained.get(name) != asked.get(name)]
+    if changed:
+        said = ', '.join(f'{options.flag(n)} {trained[n]} (asked: {asked[n]})' for n in changed)
+        raise ValueError(f'--resume-from {resume_from}: the run was trained with {said}; a '
+                         f'resumed run continues its optimizer and schedule, so give the same '
+                         f'values or start a new run')
 
 
 def add_scale_out_args(parser):
@@ -125,10 +187,22 @@ def run_engine(engine, log, resume_from, report_best, start_epoch=0):
     """Fit, then report the best validation accuracy. A missing resume file is a one-line
     error. A distributed worker that fails exits at once: waiting in ps-lite's or Horovod's
     shutdown for peers that are gone (or that wait for it) would hang the job."""
+    from ..engine import TrainingDiverged
     try:
         records = engine.fit(resume_from=resume_from, start_epoch=start_epoch)
-    except FileNotFoundError as err:
-        return fail(f'--resume-from {resume_from}: {err}' if resume_from else str(err))
+    except TrainingDiverged as err:
+        fail(f'{err}; the last finite checkpoint is kept (lower --lr, or add warm-up)')
+        if engine.cluster.distributed:
+            _exit_now(4)
+        return 4
+    except KeyboardInterrupt:
+        return fail('interrupted; the checkpoint of the last finished epoch is kept '
+                    '(--resume-from latest continues)', status=130)
+    except OSError as err:  # disk full, a folder removed under the run
+        if engine.cluster.distributed:
+            fail(f'{engine.cluster.describe()}: {err}')
+            _exit_now(1)
+        return fail(str(err), status=1)
     except Exception as err:  # pylint: disable=broad-except
         if not engine.cluster.distributed:
             raise

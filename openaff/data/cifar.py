@@ -83,7 +83,15 @@ def load_cifar(name, root=None, train=True, labels='fine'):
     fmt, blobs = _read_release(name, Path(root).expanduser(), train)
     parts = [_parse(name, fmt, labels, blob, where) for where, blob in blobs]
     flat = np.concatenate([images for images, _ in parts])
-    return _to_hwc(flat), np.concatenate([targets for _, targets in parts]).astype(np.int32)
+    targets = np.concatenate([targets for _, targets in parts]).astype(np.int32)
+    _check_label_range(targets, _NUM_CLASSES[name, labels], root)
+    return _to_hwc(flat), targets
+
+
+def _check_label_range(targets, classes, where):
+    if len(targets) and (targets.min() < 0 or targets.max() >= classes):
+        raise ValueError(f'{where}: labels run from {targets.min()} to {targets.max()}, outside '
+                         f'the {classes} classes 0..{classes - 1} of this dataset')
 
 
 def _check_name(name, labels):
@@ -171,7 +179,14 @@ def _parse(name, fmt, labels, blob, where):
 
 def _parse_pickle(blob, label_key, where):
     # The official batches are Python 2 pickles of plain dicts, numpy arrays and lists.
-    batch = pickle.loads(blob, encoding='bytes')
+    try:
+        batch = pickle.loads(blob, encoding='bytes')
+    except Exception as err:  # pylint: disable=broad-except  (any unpickling failure)
+        raise ValueError(f'{where} is not a CIFAR python batch (unpickling failed: '
+                         f'{type(err).__name__}: {err})') from None
+    if not isinstance(batch, dict):
+        raise ValueError(f'{where} is not a CIFAR python batch: it holds a '
+                         f'{type(batch).__name__}, not a dict')
     batch = {key.decode() if isinstance(key, bytes) else key: value for key, value in batch.items()}
     if 'data' not in batch or label_key not in batch:
         raise ValueError(f"{where} is not a CIFAR python batch: no 'data' or {label_key!r} key")

@@ -69,6 +69,40 @@ class RecordLoader:
             yield (data, label) if size == data.shape[0] else (data[:size], label[:size])
 
 
+_RECORD_MAGIC = 0xced7230a  # dmlc RecordIO: every record starts with it
+
+
+def check_record_file(rec, idx, samples=64):
+    """``ValueError`` unless ``idx`` indexes RecordIO records of ``rec`` holding images:
+    MXNet's ImageRecordIter crashes the process on a file that is not one. Checks the magic
+    number at up to ``samples`` offsets spread over the index, and decodes the first image."""
+    size = Path(rec).stat().st_size
+    try:
+        offsets = [int(line.split('\t')[1]) for line in Path(idx).read_text().splitlines()
+                   if line.strip()]
+    except (IndexError, ValueError, UnicodeDecodeError):
+        raise ValueError(f'{idx} is not a RecordIO index (lines of "key<TAB>offset")') from None
+    if not offsets:
+        raise ValueError(f'{idx} indexes no record')
+    step = max(1, len(offsets) // samples)
+    with open(rec, 'rb') as handle:
+        for offset in offsets[::step] + offsets[-1:]:
+            handle.seek(offset)
+            head = handle.read(4)
+            if offset >= size or len(head) < 4 or int.from_bytes(head, 'little') != _RECORD_MAGIC:
+                raise ValueError(f'{rec} is not a RecordIO file indexed by {idx} (no record at '
+                                 f'offset {offset})')
+    reader = mx.recordio.MXIndexedRecordIO(str(idx), str(rec), 'r')
+    try:
+        _, image = mx.recordio.unpack(reader.read_idx(reader.keys[0]))
+        mx.image.imdecode(image)
+    except Exception as err:  # pylint: disable=broad-except  (MXNetError, struct.error, ...)
+        raise ValueError(f'{rec}: its first record is not an image ({type(err).__name__})') \
+            from None
+    finally:
+        reader.close()
+
+
 def rec_loaders(rec_train, rec_train_idx, rec_val, rec_val_idx, batch_size, input_size=224,
                 crop_ratio=0.875, num_workers=4, num_parts=1, part_index=0, dtype='float32',
                 seed=0):
@@ -109,6 +143,8 @@ def rec_loaders(rec_train, rec_train_idx, rec_val, rec_val_idx, batch_size, inpu
         raise DatasetNotFoundError(
             f"ImageNet RecordIO files not found: {', '.join(missing)}; create them with "
             f'MXNet\'s tools/im2rec.py (or openaff.data.imagenet.make_rec) and pass their paths')
+    for rec, idx in ((paths[0], paths[1]), (paths[2], paths[3])):
+        check_record_file(rec, idx)
     common = dict(batch_size=batch_size, data_shape=(3, input_size, input_size),
                   preprocess_threads=num_workers, num_parts=num_parts, part_index=part_index,
                   dtype=dtype, round_batch=False,

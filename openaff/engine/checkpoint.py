@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 
 __all__ = ['CheckpointManager', 'atomic_write', 'atomic_save']
 
@@ -50,8 +51,11 @@ class CheckpointManager:
 
     def _remove_stale_temporaries(self):
         """Half-written files of a killed run (never the checkpoint files themselves)."""
-        for path in glob.glob(os.path.join(self.save_dir, f'.{self.model_name}*.tmp-*')):
-            os.remove(path)
+        model, folder = glob.escape(self.model_name), glob.escape(self.save_dir)
+        # best weights start with their score: %.4f-<model>[-<epoch>]-best.params
+        for pattern in (f'.{model}-*.tmp-*', f'.[0-9].[0-9][0-9][0-9][0-9]-{model}-*.tmp-*'):
+            for path in glob.glob(os.path.join(folder, pattern)):
+                os.remove(path)
 
     @property
     def pointer(self):
@@ -121,6 +125,23 @@ class CheckpointManager:
         if path.endswith('.json'):
             with open(path) as handle:
                 return self._resolve(json.load(handle), os.path.dirname(os.path.abspath(path)))
+        return self._from_params_file(path)
+
+    def _from_params_file(self, path):
+        """A ``<model>-epochNNNN.params`` file continues after epoch NNNN, with the history
+        of the run's record up to it; any other weights file starts at epoch 0."""
         states = os.path.splitext(path)[0] + '.states'
-        return {'params': path, 'states': states if os.path.exists(states) else None,
-                'epoch': None}
+        record = {'params': path, 'states': states if os.path.exists(states) else None,
+                  'epoch': None}
+        match = re.fullmatch(r'(.+)-epoch(\d+)\.params', os.path.basename(path))
+        if match:
+            record['epoch'] = int(match.group(2))
+            pointer = os.path.join(os.path.dirname(os.path.abspath(path)),
+                                   f'{match.group(1)}-checkpoint.json')
+            if os.path.exists(pointer):
+                with open(pointer) as handle:
+                    run = json.load(handle)
+                history = [r for r in run.get('history', []) if r['epoch'] <= record['epoch']]
+                record.update(history=history, seed=run.get('seed'), recipe=run.get('recipe'),
+                              best=max((r['val_acc'] for r in history), default=None))
+        return record

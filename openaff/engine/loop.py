@@ -6,6 +6,7 @@ many (:mod:`openaff.engine.distributed`)."""
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import sys
@@ -19,14 +20,27 @@ from ..batchnorm import precise_bn
 from .checkpoint import CheckpointManager
 from .distributed import Cluster, Watchdog
 from .history import History
-from .recipe import Recipe  # noqa: F401  (the engine's input, re-exported)
+from .recipe import Recipe, recipe_record
 from .reporting import CifarReport
 from .schedule import make_lr_scheduler
 from .targets import draw_mixup_lambda, mixup_batch, new_rng
 
-__all__ = ['Recipe', 'Engine', 'evaluate', 'seed_everything', 'setup_logging']
+__all__ = ['Recipe', 'Engine', 'TrainingDiverged', 'evaluate', 'seed_everything',
+           'setup_logging']
 
 LOG = logging.getLogger('openaff')
+
+
+class TrainingDiverged(ArithmeticError):
+    """The training loss or the weights stopped being finite; nothing non-finite is saved."""
+
+
+def _non_finite_parameter(net):
+    """The name of the first parameter holding NaN or inf, or None."""
+    for name, param in net.collect_params().items():
+        if param._data is not None and not np.isfinite(param.data().asnumpy()).all():
+            return name
+    return None
 
 
 def seed_everything(seed):
@@ -185,7 +199,8 @@ class Engine:
             self.trainer.load_states(record['states'])
         self.history = History(record.get('history'))
         self.best = record.get('best')
-        self.recipe.seed = record.get('seed', self.recipe.seed)
+        if record.get('seed') is not None:
+            self.recipe.seed = record['seed']
         start = 0 if record.get('epoch') is None else record['epoch'] + 1
         LOG.info('Resumed from %s: continuing at epoch %d', record['params'], start)
         return start
@@ -240,6 +255,10 @@ class Engine:
                    disable=not (sys.stderr.isatty() and self.cluster.is_chief))
         for index, batch in enumerate(self.train_data):
             stats.update(*self._step(batch, draw_mixup_lambda(rng, recipe.mixup_alpha, mixing)))
+            if not math.isfinite(stats.loss):
+                bar.close()
+                raise TrainingDiverged(f'epoch {epoch}, batch {index}: the training loss is '
+                                       f'{stats.loss} (the run diverged)')
             seen += batch[0].shape[0]
             bar.update(1)
             bar.set_postfix(loss=f'{stats.loss / max(1, stats.samples):.3f}')
@@ -268,6 +287,10 @@ class Engine:
 
     # ------------------------------------------------------------------ reporting
     def _save(self, epoch, record):
+        broken = _non_finite_parameter(self.net)
+        if broken:
+            raise TrainingDiverged(f'epoch {epoch}: parameter {broken} is not finite (the run '
+                                   f'diverged)')
         if not self.cluster.is_chief:
             self.best = record['val_acc'] if self.best is None else max(self.best,
                                                                          record['val_acc'])
@@ -278,7 +301,8 @@ class Engine:
             score, name_epoch = self.report.best_name(epoch, record)
             self.checkpoints.save_best(self.net, score, name_epoch)
         state = {'seed': self.recipe.seed, 'best': self.best, 'history': self.history.records,
-                 'metrics': record, 'bn_statistics': self.bn_statistics(), **self.run_info}
+                 'metrics': record, 'bn_statistics': self.bn_statistics(),
+                 'recipe': recipe_record(self.recipe), **self.run_info}
         # dist_async keeps the optimizer state on the servers, where it cannot be saved
         trainer = self.trainer if self.cluster.synchronous else None
         self.checkpoints.save(self.net, trainer, epoch, state)

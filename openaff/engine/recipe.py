@@ -8,10 +8,11 @@ Adding an option: a field here, and the engine code that reads it.
 """
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 
-__all__ = ['Recipe', 'check_recipe']
+__all__ = ['Recipe', 'check_recipe', 'recipe_record']
 
 
 def _option(default, help, flag=True, check=None, choices=None, metavar=None):
@@ -59,7 +60,8 @@ class Recipe:
     mixup_off_epoch: int = _option(0, 'last epochs trained without mixup', check=_at_least(0))
     label_smoothing: bool = _option(False, 'label smoothing 0.1')
     no_wd: bool = _option(False, 'no weight decay on BN gamma/beta and biases')
-    dtype: str = _option('float32', 'float32, or float16 with multi-precision (GPUs)')
+    dtype: str = _option('float32', 'float32, or float16 with multi-precision (GPUs)',
+                         choices=('float32', 'float16'))
     amp: bool = _option(False, 'automatic mixed precision (mxnet.contrib.amp): float16 on GPUs, '
                                'bfloat16 on CPUs; set up by the script before the network')
     hybrid: bool = _option(True, 'hybridize the network', flag=False)
@@ -92,4 +94,8 @@ def check_recipe(recipe):
         if problem:
             raise ValueError(f'{spec.name}: {problem}')
 
+
+def recipe_record(recipe):
+    """The recipe as a checkpoint record stores it (JSON types: tuples become lists)."""
+    return json.loads(json.dumps(asdict(recipe)))
 

@@ -9,6 +9,8 @@ registers itself with the ``askc_type`` strings and paper names that select it.
 """
 from __future__ import annotations
 
+import numbers
+
 from mxnet.gluon import nn
 from mxnet.gluon.block import HybridBlock
 
@@ -17,9 +19,21 @@ from .registry import register
 
 
 # ---------------------------------------------------------------- branch specifications
+def _reduced(channels, r):
+    """The bottleneck width ``channels // r``; ``ValueError`` when it would be empty."""
+    if not (isinstance(channels, numbers.Integral) and channels >= 1):
+        raise ValueError(f'channels must be a positive int, got {channels!r}')
+    if not (isinstance(r, numbers.Real) and r >= 1):
+        raise ValueError(f'the reduction ratio r must be at least 1, got {r!r}')
+    if channels // r < 1:
+        raise ValueError(f'r={r} leaves no channel of {channels} in the bottleneck (r must be '
+                         f'at most channels)')
+    return int(channels // r)
+
+
 def _mlp(channels, r, pooled=False, **extra):
     """Bottleneck branch conv(C/r) BN ReLU conv(C) BN, as in MS-CAM."""
-    return dict(widths=(int(channels // r), channels), pooled=pooled, **extra)
+    return dict(widths=(_reduced(channels, r), channels), pooled=pooled, **extra)
 
 
 def _linear(width, pooled=False, **extra):
@@ -196,7 +210,7 @@ class HalfASKCFuse(AttentionalFusion):
     concatenation back to C."""
 
     def __init__(self, channels=64, r=4):
-        inter = int(channels // r)
+        inter = _reduced(channels, r)
         super().__init__([('local_att', _linear(inter, out_act='relu')),
                           ('global_att', _linear(inter, pooled=True, out_act='relu')),
                           ('post', _linear(channels))],

@@ -3,6 +3,7 @@ strings and paper names. Classes register themselves (:func:`register`)."""
 from __future__ import annotations
 
 import inspect
+import numbers
 
 FUSIONS = {}   # class name -> class
 ALIASES = {}   # askc_type string or paper name -> class name
@@ -52,6 +53,8 @@ def get_fusion(name, channels=64, r=None, **kwargs):
     ratio (others use their fixed layout); ``channels`` is ignored by ``DirectAddFuse``.
     """
     cls = FUSIONS[resolve_fusion_name(name)]
+    if not (isinstance(channels, numbers.Integral) and channels >= 1):
+        raise ValueError(f'channels must be a positive int, got {channels!r}')
     accepted = inspect.signature(cls.__init__).parameters
     if 'channels' in accepted:
         kwargs['channels'] = channels

@@ -1,6 +1,57 @@
 """Pieces shared by the CIFAR and ImageNet networks."""
+import numbers
+
+import mxnet as mx
 from mxnet import autograd
-from mxnet.gluon import nn
+from mxnet.gluon import HybridBlock, nn
+
+
+def check_numbers(layers, classes, start_layer, widths=()):
+    """``ValueError`` for numbers a network cannot be built from (before any layer is)."""
+    def positive(value):
+        return isinstance(value, numbers.Integral) and value >= 1
+    if not layers or not all(positive(n) for n in layers):
+        raise ValueError(f'layers must be positive block counts per stage, got {layers!r}')
+    if not positive(classes):
+        raise ValueError(f'classes must be a positive int, got {classes!r}')
+    if not (isinstance(start_layer, numbers.Integral) and 1 <= start_layer <= len(layers)):
+        raise ValueError(f'start_layer must be a stage from 1 to {len(layers)}, got '
+                         f'{start_layer!r}')
+    if not all(positive(w) for w in widths):
+        raise ValueError(f'channel widths must be positive ints, got {list(widths)!r}')
+
+
+class FusionNetwork(HybridBlock):
+    """A network of fusion blocks that checks the layout of the batches it is given (an
+    NDArray batch of the wrong layout would otherwise reach MXNet's BatchNorm, which can abort
+    the process on it). ``min_input_size`` is the smallest spatial side its strides allow."""
+
+    min_input_size = 1
+
+    def forward(self, x, *args):
+        if isinstance(x, mx.nd.NDArray):
+            self._check_input(x.shape)
+        return super().forward(x, *args)
+
+    def _first_conv_channels(self):
+        for param in self.collect_params().values():
+            if param.name.endswith('weight') and len(param.shape) == 4:
+                return param.shape[1] or None  # 0 until deferred initialisation
+        return None
+
+    def _check_input(self, shape):
+        if len(shape) != 4:
+            raise ValueError(f'{type(self).__name__} takes a batch (N, C, H, W); got shape '
+                             f'{shape}')
+        channels = self._first_conv_channels()
+        if channels and shape[1] != channels:
+            hint = ('; it looks channels-last: use x.transpose((0, 3, 1, 2))'
+                    if shape[3] == channels else '')
+            raise ValueError(f'{type(self).__name__} takes (N, {channels}, H, W) batches '
+                             f'(channels first); got {shape}{hint}')
+        if min(shape[2:]) < self.min_input_size:
+            raise ValueError(f'{type(self).__name__} needs inputs of at least '
+                             f'{self.min_input_size}x{self.min_input_size}; got {shape}')
 
 
 def stage_fusion(askc_type, stage_index, start_layer):

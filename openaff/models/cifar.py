@@ -5,16 +5,16 @@ from __future__ import annotations
 import mxnet as mx
 from mxnet import autograd
 from mxnet.gluon import nn
-from mxnet.gluon.block import HybridBlock
 from mxnet.gluon.nn import BatchNorm
 
 from ..blocks import AFFResBlockV2, AFFResNeXtBlock
-from ._common import deep_stem_layers, stage_fusion, update_input_stats
+from ._common import (FusionNetwork, check_numbers, deep_stem_layers, stage_fusion,
+                      update_input_stats)
 
 __all__ = ['CIFARAFFResNet', 'CIFARAFFResNeXt']
 
 
-class CIFARAFFResNet(HybridBlock):
+class CIFARAFFResNet(FusionNetwork):
     """Pre-activation CIFAR ResNet with fusion in every block (AFF-ResNet-32 of the paper).
 
     Parameters
@@ -48,6 +48,8 @@ class CIFARAFFResNet(HybridBlock):
         if len(layers) != len(channels) - 1:
             raise ValueError(f'channels needs len(layers) + 1 = {len(layers) + 1} entries '
                              f'(stem width, then one per stage); got {channels}')
+        check_numbers(layers, classes, start_layer, channels)
+        self.min_input_size = 2 ** (len(layers) - 1)  # stride 2 in every stage after the first
         norm_kwargs = norm_kwargs or {}
         self.track_input_stats = track_input_stats
         with self.name_scope():
@@ -100,7 +102,7 @@ class CIFARAFFResNet(HybridBlock):
         return self.output(self.features(x))
 
 
-class CIFARAFFResNeXt(HybridBlock):
+class CIFARAFFResNeXt(FusionNetwork):
     """CIFAR ResNeXt (Xie et al., 2017) with fusion in every block (AFF-ResNeXt-38/47).
 
     Arguments as :class:`CIFARAFFResNet`, plus ``cardinality`` and ``bottleneck_width``; only
@@ -113,6 +115,8 @@ class CIFARAFFResNeXt(HybridBlock):
                  classes=10, deep_stem=False, use_se=False, norm_layer=BatchNorm,
                  norm_kwargs=None, last_gamma=True, r=16, **kwargs):
         super().__init__(**kwargs)
+        check_numbers(layers, classes, start_layer, channels[:1])
+        self.min_input_size = 2 ** (len(layers) - 1)
         self.cardinality = cardinality
         self.bottleneck_width = bottleneck_width
         norm_kwargs = norm_kwargs or {}

@@ -3,16 +3,15 @@ AFF/iAFF-ResNet-50 (ResNet-50-D-like) and AFF/iAFF-ResNeXt-50-32x4d."""
 from __future__ import annotations
 
 from mxnet.gluon import nn
-from mxnet.gluon.block import HybridBlock
 from mxnet.gluon.nn import BatchNorm
 
 from ..blocks import AFFBottleneck, AFFResNeXtBlock
-from ._common import deep_stem_layers, stage_fusion
+from ._common import FusionNetwork, check_numbers, deep_stem_layers, stage_fusion
 
 __all__ = ['AFFResNet', 'AFFResNeXt']
 
 
-class AFFResNet(HybridBlock):
+class AFFResNet(FusionNetwork):
     """ResNet-v1b/-D with fusion in the bottlenecks (AFF-ResNet-50, iAFF-ResNet-50).
 
     Parameters
@@ -41,11 +40,14 @@ class AFFResNet(HybridBlock):
         Reduction ratio of the fusion (16 in the paper's ImageNet nets).
     """
 
+    min_input_size = 32  # stem, max pool and three strided stages: 2 ** 5
+
     def __init__(self, askc_type, start_layer, layers, classes=1000, dilated=False,
                  norm_layer=BatchNorm, norm_kwargs=None, last_gamma=False, deep_stem=True,
                  stem_width=32, avg_down=True, final_drop=0.0, use_global_stats=False,
                  name_prefix='', r=16, **kwargs):
         super().__init__(prefix=name_prefix, **kwargs)  # unknown arguments fail here
+        check_numbers(layers, classes, start_layer)
         norm_kwargs = dict(norm_kwargs or {})
         if use_global_stats:
             norm_kwargs['use_global_stats'] = True
@@ -117,7 +119,7 @@ class AFFResNet(HybridBlock):
         return self.fc(x)
 
 
-class AFFResNeXt(HybridBlock):
+class AFFResNeXt(FusionNetwork):
     """ResNeXt with fusion in every block (AFF-ResNeXt-50-32x4d, iAFF-ResNeXt-50-32x4d).
 
     Arguments as :class:`AFFResNet`, plus ``cardinality``, ``bottleneck_width`` and ``use_se``.
@@ -126,10 +128,13 @@ class AFFResNeXt(HybridBlock):
     original passed the flag inverted and the released runs trained with zero-init.
     """
 
+    min_input_size = 32  # stem, max pool and three strided stages: 2 ** 5
+
     def __init__(self, askc_type, start_layer, layers, cardinality, bottleneck_width,
                  classes=1000, last_gamma=True, use_se=False, deep_stem=True, avg_down=True,
                  stem_width=64, norm_layer=BatchNorm, norm_kwargs=None, r=16, **kwargs):
         super().__init__(**kwargs)
+        check_numbers(layers, classes, start_layer)
         self.cardinality = cardinality
         self.bottleneck_width = bottleneck_width
         norm_kwargs = norm_kwargs or {}

@@ -24,7 +24,7 @@ import warnings
 
 import mxnet as mx
 
-__all__ = ['available', 'library_path', 'build', 'SOURCES']
+__all__ = ['available', 'library_path', 'build', 'intact', 'SOURCES']
 
 HERE = pathlib.Path(__file__).parent
 SOURCES = (HERE / 'soft_select.cc',)
@@ -91,8 +91,36 @@ def build(target=None):
     if done.returncode:
         os.unlink(partial)
         raise RuntimeError(f'compiling the native operators failed:\n{done.stderr[-2000:]}')
+    _write_fingerprint(target, partial)
     os.replace(partial, target)
     return target
+
+
+def _fingerprint_path(library):
+    return pathlib.Path(str(library) + '.sha256')
+
+
+def _fingerprint(path):
+    data = pathlib.Path(path).read_bytes()
+    return f'{len(data)} {hashlib.sha256(data).hexdigest()}'
+
+
+def _write_fingerprint(target, built):
+    """Size and hash of the built library beside it, written (atomically) before the library."""
+    handle, partial = tempfile.mkstemp(suffix='.sha256', dir=pathlib.Path(target).parent)
+    with os.fdopen(handle, 'w') as out:
+        out.write(_fingerprint(built))
+    os.replace(partial, _fingerprint_path(target))
+
+
+def intact(library):
+    """Whether the cached library is the one that was built: loading a truncated or
+    overwritten shared object can kill the process (SIGBUS), so it is checked first."""
+    stamp = _fingerprint_path(library)
+    try:
+        return library.exists() and stamp.read_text().strip() == _fingerprint(library)
+    except OSError:
+        return False
 
 
 def _enabled():
@@ -111,7 +139,7 @@ def available():
 def _load():
     path = library_path()
     try:
-        if not path.exists():
+        if not intact(path):
             build(path)
         mx.library.load(str(path), verbose=False)
     except (RuntimeError, OSError, mx.base.MXNetError) as error:
