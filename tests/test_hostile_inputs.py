@@ -148,6 +148,11 @@ TRAINING_CASES = [
     ('resume with another lr', lambda w, out: train(w['data'], w['run'], '--resume-from', 'latest',
                                                '--lr', '0.01'), 'lr'),
     ('a run is there already', lambda w, out: train(w['data'], w['run']), '--resume-from'),
+    ('resume from a missing file', lambda w, out: train(w['data'], out, '--resume-from',
+                                                        str(w['root'] / 'gone.params')),
+     'does not exist'),
+    ('negative data workers', lambda w, out: train(w['data'], out, '-j', '-1'),
+     '--num-data-workers'),
 ]
 
 
@@ -166,6 +171,9 @@ IMAGENET_CASES = [
                          '--hard-weight', '0.5'], '--teacher'),
     ('corrupt record file', None, '.rec'),
     ('layers not offered', ['--synthetic', '--num-layer', '18'], '--num-layer'),
+    ('start layer beyond the stages', ['--synthetic', '--start-layer', '5'], '--start-layer'),
+    ('missing resume states', ['--synthetic', '--num-gpus', '0', '--resume-states', 'no.states'],
+     '--resume-states'),
 ]
 
 
@@ -265,6 +273,11 @@ OTHER_CASES = [
     ('compare zero epochs', 'openaff.compare', lambda w: ['--epochs', '0'], '--epochs'),
     ('compare reuse of nothing', 'openaff.compare', lambda w: ['--reuse', '--out',
                                                                 w['root'] / 'empty'], '--reuse'),
+    ('evaluate batch size 0', 'openaff.evaluate', lambda w: [w['final'], '--batch-size', '0'],
+     '--batch-size'),
+    ('plotlog with labels for other logs', 'openaff.plotlog', lambda w: [w['root'] / 'orig.log',
+                                                                          '--labels', 'a', 'b'],
+     '--labels'),
     ('plotlog of a log without epochs', 'openaff.plotlog', lambda w: [w['root'] / 'orig.log',
                                                                        '-o', w['root'] / 'p.png'],
      'no "[Epoch N]'),
