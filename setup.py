@@ -36,7 +36,10 @@ setup(
     extras_require={
         'cpu': ['mxnet==1.9.1'],
         'cu112': ['mxnet-cu112==1.9.1'],
-        'test': ['pytest>=7'],
+        # the pair that works with numpy<1.24 on Python 3.11 (onnx 1.17+ wants a newer numpy,
+        # onnxruntime 1.15-1.17 wheels numpy>=1.24.2)
+        'onnx': ['onnx>=1.13,<1.17', 'onnxruntime==1.18.1'],
+        'test': ['pytest>=7', 'onnx>=1.13,<1.17', 'onnxruntime==1.18.1'],
         # build it against mxnet with tools/install_horovod.sh (pip's isolated build cannot
         # see mxnet and would leave horovod.mxnet out); this extra then finds it installed
         'horovod': ['horovod==0.28.1'],
@@ -46,7 +49,7 @@ setup(
     entry_points={'console_scripts': [
         f"openaff-{module.replace('_', '-')}=openaff.cli.{module}:main" for module in (
             'train_cifar', 'train_imagenet', 'evaluate', 'summary', 'benchmark', 'compare',
-            'plotlog', 'launch', 'ops')]},
+            'plotlog', 'launch', 'ops', 'export', 'cam')]},
     classifiers=[
         'Programming Language :: Python :: 3.11',
         'Topic :: Scientific/Engineering :: Artificial Intelligence',

@@ -7,12 +7,13 @@ switch), :mod:`~.native` (dispatch to the fused C++ operator), :mod:`~.catalog` 
 class as a registered configuration), :mod:`~.registry` (lookup).
 """
 from .core import (COMBINE_RULES, IMPLEMENTATIONS, SOURCES, AttentionalFusion, Stage,
-                   concat_channels, context_branch, current_implementation, implementation)
+                   concat_channels, context_branch, current_implementation, exportable,
+                   implementation)
 from .registry import ALIASES, FUSIONS, get_fusion, list_fusions, register, resolve_fusion_name
 from .catalog import *  # noqa: F401,F403  (registers the catalog)
 from .catalog import AFF, MSCAM, iAFF
 
 __all__ = ['AttentionalFusion', 'Stage', 'context_branch', 'concat_channels', 'get_fusion',
            'list_fusions', 'resolve_fusion_name', 'register', 'implementation',
-           'current_implementation', 'IMPLEMENTATIONS', 'COMBINE_RULES', 'SOURCES', 'FUSIONS',
+           'current_implementation', 'exportable', 'IMPLEMENTATIONS', 'COMBINE_RULES', 'SOURCES', 'FUSIONS',
            'ALIASES', 'MSCAM', 'AFF', 'iAFF']

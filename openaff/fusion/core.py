@@ -26,7 +26,7 @@ from mxnet.gluon.block import HybridBlock
 from . import native
 
 __all__ = ['AttentionalFusion', 'Stage', 'context_branch', 'concat_channels', 'implementation',
-           'current_implementation', 'IMPLEMENTATIONS', 'COMBINE_RULES', 'SOURCES']
+           'current_implementation', 'exportable', 'IMPLEMENTATIONS', 'COMBINE_RULES', 'SOURCES']
 
 def context_branch(prefix: str, widths: Sequence[int], pooled: bool = False, groups: int = 1,
                    out_act: str | None = None, head: Sequence[nn.HybridBlock] = ()):
@@ -54,8 +54,26 @@ def context_branch(prefix: str, widths: Sequence[int], pooled: bool = False, gro
 
 def concat_channels(F, a, b):
     """``concat([a, b], dim=1)`` for two maps of one shape, via stack + reshape: oneDNN's
-    concat backward crashes (SIGFPE) on narrow maps such as 4-channel branches in mxnet 1.9.1."""
+    concat backward crashes (SIGFPE) on narrow maps such as 4-channel branches in mxnet 1.9.1.
+    Graphs built for export (:func:`exportable`) use ``concat``: the ONNX exporter has no
+    conversion of the special reshape codes, and an exported graph runs no backward."""
+    if _EXPORTABLE.get():
+        return F.concat(a, b, dim=1)
     return F.reshape(F.stack(a, b, axis=1), shape=(0, -3, -2))
+
+
+_EXPORTABLE = contextvars.ContextVar('openaff_exportable_graph', default=False)
+
+
+@contextmanager
+def exportable():
+    """Build graphs from standard operators only, for :mod:`openaff.export`: no fused native
+    operator, ``concat`` for channel concatenation. Combine with ``implementation('fast')``."""
+    token = _EXPORTABLE.set(True)
+    try:
+        yield
+    finally:
+        _EXPORTABLE.reset(token)
 
 
 IMPLEMENTATIONS = ('native', 'fast', 'reference')
@@ -201,11 +219,25 @@ class AttentionalFusion(HybridBlock):
             merged = getattr(self, stage.post)(merged)
         return sigmoid(F, merged)
 
+    def attention_weights(self, x, residual):
+        """The attention weights of every stage (MS-CAM's ``sigmoid(L + G)``; two for iAFF) for
+        NDArray inputs, in the reference algebra: what :mod:`openaff.cam` draws."""
+        import mxnet as mx
+        source = self._attention_source(mx.nd, x, residual)
+        if self._pre:
+            source = getattr(self, self._pre)(source)
+        weights = []
+        for stage in self._stages:
+            weights.append(self._weight(mx.nd, stage, source))
+            source = COMBINE_RULES[stage.rule](mx.nd, x, residual, weights[-1], stage.scale)
+        return weights
+
     def hybrid_forward(self, F, x, residual):
         source = self._attention_source(F, x, residual)
         if self._pre:
             source = getattr(self, self._pre)(source)
-        if any(self._fused_pairs) and _IMPLEMENTATION.get() == 'native' and native.ready(self):
+        if (any(self._fused_pairs) and _IMPLEMENTATION.get() == 'native' and not _EXPORTABLE.get()
+                and native.ready(self)):
             return self._native_forward(F, x, residual, source)
         for stage in self._stages:
             weight = self._weight(F, stage, source)

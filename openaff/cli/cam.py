@@ -1,0 +1,129 @@
+"""``openaff-cam`` / ``python -m openaff.cam``: Grad-CAM of an AFF network (and a GluonCV
+baseline beside it) and the MS-CAM attention of its fusions, over one photo, in one figure.
+
+    python -m openaff.cam aff_resnet50.imagenet --image cat.jpg --compare gluoncv:resnet50_v1d
+    python -m openaff.cam cifar_aff_resnet32 --image photo.png --pretrained run-best.params
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .args import fail, positive_int
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog='python -m openaff.cam',
+                                description='Grad-CAM and MS-CAM attention maps of a zoo '
+                                            'network over one photo, in one figure.')
+    p.add_argument('name', help='zoo name (e.g. aff_resnet50.imagenet), or a training '
+                               'checkpoint with its *-checkpoint.json beside it')
+    p.add_argument('--image', required=True, help='a photo (any format Pillow reads)')
+    p.add_argument('--pretrained', nargs='?', const=True, default=False, metavar='PATH',
+                   help='the released weights (no PATH) or a .params file; without it, '
+                        'random weights')
+    p.add_argument('--compare', default=None, metavar='gluoncv:NAME',
+                   help='a GluonCV model drawn beside (its pretrained weights with '
+                        '--pretrained, else random)')
+    p.add_argument('--stage', type=int, default=-1,
+                   help='residual stage of the Grad-CAM, counted from 1 (default: the last)')
+    p.add_argument('--class', dest='class_index', type=int, default=None,
+                   help='class to explain (default: the predicted one)')
+    p.add_argument('--input-size', type=positive_int, default=None)
+    p.add_argument('-o', '--output', default='cam.png')
+    return p
+
+
+def _load_image(path):
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as image:
+            return __import__('numpy').asarray(image.convert('RGB'))
+    except (OSError, UnidentifiedImageError) as err:
+        raise ValueError(f'--image {path}: not an image Pillow can read ({err})') from None
+
+
+def _normalisation(dataset):
+    """(mean, std) of a training checkpoint's dataset."""
+    from ..data.cifar import CIFAR_MEAN, CIFAR_STD
+    from ..data.digits import DIGITS_MEAN, DIGITS_STD
+    from ..data.imagenet import IMAGENET_MEAN, IMAGENET_STD
+    return {'digits': (DIGITS_MEAN, DIGITS_STD),
+            'imagenet': (IMAGENET_MEAN, IMAGENET_STD)}.get(dataset, (CIFAR_MEAN, CIFAR_STD))
+
+
+def _main_network(opt):
+    """(net, dataset, mean, std, input size) of a zoo name or a training checkpoint."""
+    import mxnet as mx
+    if os.path.exists(opt.name):  # a run's checkpoint, with its record beside it
+        from ..evaluate import build, resolve
+        target = resolve(opt.name)
+        return (build(target, mx.cpu()), target.dataset, *_normalisation(target.dataset),
+                target.input_size)
+    from ..zoo import get_model, model_info
+    info = model_info(opt.name)
+    net = get_model(opt.name, pretrained=opt.pretrained)
+    if not opt.pretrained:
+        net.initialize(mx.init.Xavier())
+    return net, info.dataset, info.mean, info.std, info.input_size
+
+
+def _baseline(opt, classes):
+    import mxnet as mx
+    if not opt.compare.startswith('gluoncv:'):
+        raise ValueError(f'--compare takes gluoncv:NAME, got {opt.compare!r}')
+    from gluoncv.model_zoo import get_model as gluoncv_model, get_model_list
+    name = opt.compare.split(':', 1)[1]
+    if name.lower() not in get_model_list():
+        raise ValueError(f'--compare {opt.compare}: not a GluonCV model-zoo name')
+    baseline = gluoncv_model(name, pretrained=bool(opt.pretrained), classes=classes)
+    if not opt.pretrained:
+        baseline.initialize(mx.init.Xavier())
+    return baseline
+
+
+def main(argv=None):
+    import mxnet as mx
+    from ..cam import (attention_maps, display_crop, figure, grad_cam, preprocess, stages_of,
+                       top_classes)
+    from ..store import CheckpointError
+    opt = build_parser().parse_args(argv)
+    try:
+        photo = _load_image(opt.image)
+        net, dataset, mean, std, own_size = _main_network(opt)
+        nets = [(opt.name, net)]
+        if opt.compare:
+            nets.append((opt.compare, _baseline(opt, net(mx.nd.zeros((1, 3, own_size,
+                                                                       own_size))).shape[1])))
+        size = opt.input_size or own_size
+        batch = preprocess(photo, mean, std, size)
+        stage = opt.stage - 1 if opt.stage > 0 else opt.stage
+        panels, lines = [], []
+        for label, model in nets:
+            count = len(stages_of(model)[1])
+            if not -count <= stage < count:
+                raise ValueError(f'--stage {opt.stage}: {label} has {count} stages')
+            heat, logits = grad_cam(model, batch, opt.class_index, stage)
+            top = top_classes(logits, _class_names(dataset))
+            short = 'checkpoint' if os.path.exists(label) else label.replace('gluoncv:', '')
+            panels.append((f'Grad-CAM {short}\n{top[0][0]}', heat))
+            lines.append(f'{label}: ' + ', '.join(f'{n} {p:.3f}' for n, p in top))
+        panels += attention_maps(net, batch)
+    except (ValueError, OSError, CheckpointError) as err:
+        return fail(str(err).replace('\n', ' '))
+    print('\n'.join(lines))
+    print(figure(display_crop(photo, size), panels, opt.output,
+                 title=f'{os.path.basename(opt.name)}: Grad-CAM and MS-CAM attention'))
+    return 0
+
+
+def _class_names(dataset):
+    if dataset == 'imagenet':
+        from gluoncv.data import ImageNet1kAttr
+        return ImageNet1kAttr().classes
+    return None
+
+
+if __name__ == '__main__':
+    sys.exit(main())
