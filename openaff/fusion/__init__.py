@@ -4,7 +4,8 @@
 ``askc_type`` string (``'ResGlobLocaforGlobLocaCha'``) or paper name (``'MSCAM'``, ``'AFF'``,
 ``'iAFF'``). The package: :mod:`~.core` (context branches, stages, combine rules, the algebra
 switch), :mod:`~.native` (dispatch to the fused C++ operator), :mod:`~.catalog` (every original
-class as a registered configuration), :mod:`~.registry` (lookup).
+class as a registered configuration), :mod:`~.multi` (AFF of N inputs), :mod:`~.registry`
+(lookup).
 """
 from .core import (COMBINE_RULES, IMPLEMENTATIONS, SOURCES, AttentionalFusion, Stage,
                    concat_channels, context_branch, current_implementation, exportable,
@@ -12,8 +13,9 @@ from .core import (COMBINE_RULES, IMPLEMENTATIONS, SOURCES, AttentionalFusion, S
 from .registry import ALIASES, FUSIONS, get_fusion, list_fusions, register, resolve_fusion_name
 from .catalog import *  # noqa: F401,F403  (registers the catalog)
 from .catalog import AFF, MSCAM, iAFF
+from .multi import MultiAFF
 
 __all__ = ['AttentionalFusion', 'Stage', 'context_branch', 'concat_channels', 'get_fusion',
            'list_fusions', 'resolve_fusion_name', 'register', 'implementation',
            'current_implementation', 'exportable', 'IMPLEMENTATIONS', 'COMBINE_RULES', 'SOURCES', 'FUSIONS',
-           'ALIASES', 'MSCAM', 'AFF', 'iAFF']
+           'ALIASES', 'MSCAM', 'AFF', 'iAFF', 'MultiAFF']
