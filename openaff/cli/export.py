@@ -36,11 +36,10 @@ def build_parser():
 
 def main(argv=None):
     opt = build_parser().parse_args(argv)
-    try:  # the extra, checked before the network is built
-        import onnx  # noqa: F401  pylint: disable=unused-import
-        import onnxruntime  # noqa: F401  pylint: disable=unused-import
-    except ImportError as err:
-        return fail(f'{err.name} is missing: pip install "openaff[onnx]"')
+    import importlib.util
+    missing = [m for m in ('onnx', 'onnxruntime') if importlib.util.find_spec(m) is None]
+    if missing:  # the extra, checked before the network is built
+        return fail(f'{" and ".join(missing)} missing: pip install -e ".[onnx]"')
     import mxnet as mx
     from ..export import ExportMismatchError, export_onnx
     from ..store import CheckpointError
