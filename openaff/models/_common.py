@@ -34,10 +34,11 @@ class FusionNetwork(HybridBlock):
         return super().forward(x, *args)
 
     def _first_conv_channels(self):
-        for param in self.collect_params().values():
-            if param.name.endswith('weight') and len(param.shape) == 4:
-                return param.shape[1] or None  # 0 until deferred initialisation
-        return None
+        # looked up once, not per batch; kept in a tuple so that Block does not register it
+        if getattr(self, '_first_conv', None) is None:
+            self._first_conv = tuple(p for p in self.collect_params().values()
+                                     if p.name.endswith('weight') and len(p.shape) == 4)[:1]
+        return (self._first_conv[0].shape[1] or None) if self._first_conv else None
 
     def _check_input(self, shape):
         if len(shape) != 4:
