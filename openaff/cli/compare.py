@@ -83,7 +83,10 @@ def main(argv=None):
                     f'--reuse to train them)')
     rows = []
     for label in chosen:
-        runs, record = train_runs(opt, label, catalog[label])
+        try:
+            runs, record = train_runs(opt, label, catalog[label])
+        except RuntimeError as err:  # the training command said why, in its own error line
+            return fail(f'{err}; finished runs are kept (--reuse collects them)', status=1)
         rows.append(summarize_row(label, runs, costs(record, opt.speed_batch, opt.repeats)))
     stem = write_report(rows, opt.out, opt.dataset, opt.seeds, vars(opt))
     print(f'wrote {stem}.md, {stem}.json and {stem}.png')
