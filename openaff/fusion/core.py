@@ -52,7 +52,7 @@ def context_branch(prefix: str, widths: Sequence[int], pooled: bool = False, gro
     return branch
 
 
-class GlobalAvgPool(HybridBlock):
+class GlobalAvgPool(nn.GlobalAvgPool2D):
     """Global average pooling of a context branch, as MXNet's adaptive pooling to 1x1.
 
     oneDNN's average-pooling backward over a whole map is the slowest operator of an AFF
@@ -65,7 +65,7 @@ class GlobalAvgPool(HybridBlock):
 
     def hybrid_forward(self, F, x):
         if not _fast() or _EXPORTABLE.get():
-            return F.Pooling(x, global_pool=True, pool_type='avg', kernel=(1, 1))
+            return super().hybrid_forward(F, x)
         return F.contrib.AdaptiveAvgPooling2D(x, output_size=1)
 
 

@@ -8,6 +8,7 @@ from mxnet.gluon import nn
 from mxnet.gluon.nn import BatchNorm
 
 from ..blocks import AFFResBlockV2, AFFResNeXtBlock
+from ..fusion.core import GlobalAvgPool
 from ._common import (FusionNetwork, check_numbers, deep_stem_layers, stage_fusion,
                       update_input_stats)
 
@@ -71,7 +72,7 @@ class CIFARAFFResNet(FusionNetwork):
                 in_channels = channels[index + 1]
             self.features.add(norm_layer(**norm_kwargs))
             self.features.add(nn.Activation('relu'))
-            self.features.add(nn.GlobalAvgPool2D())
+            self.features.add(GlobalAvgPool())
             self.features.add(nn.Flatten())
             self.output = nn.Dense(classes, in_units=in_channels)
 
@@ -143,7 +144,7 @@ class CIFARAFFResNeXt(FusionNetwork):
                             norm_layer=norm_layer, norm_kwargs=norm_kwargs, r=r))
                 self.features.add(layer)
                 width *= 2
-            self.features.add(nn.GlobalAvgPool2D())
+            self.features.add(GlobalAvgPool())
             self.output = nn.Dense(classes)
 
     def hybrid_forward(self, F, x):
