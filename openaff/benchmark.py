@@ -7,6 +7,11 @@ Writes a table, JSON and a PNG (throughput against FLOPs and parameters).
     python -m openaff.benchmark --set cifar --batch-size 64
     python -m openaff.benchmark --models gluoncv:resnet50_v1d aff_resnet50@reference aff_resnet50
                                                         # NAME@IMPL: one fusion algebra per row
+    python -m openaff.benchmark --models cifar_aff_resnet20 cifar_aff_resnet20/iAFF
+                                                        # NAME/FUSION: another fusion, same net
+
+Every zoo network with a fusion is also timed against its own backbone with plain addition
+(``NAME/DirectAdd``): the ``x add`` columns, the fair measure of what the fusion costs.
 """
 from __future__ import annotations
 
@@ -30,10 +35,12 @@ SETS = {
     'imagenet': ['gluoncv:resnet50_v1d', 'aff_resnet50', 'iaff_resnet50', 'gluoncv:resnet101_v1d',
                  'gluoncv:resnext50_32x4d', 'aff_resnext50_32x4d', 'iaff_resnext50_32x4d',
                  'gluoncv:se_resnext50_32x4d'],
-    'cifar': ['gluoncv:cifar_resnet56_v2', 'cifar_aff_resnet32', 'cifar_iaff_resnet32',
-              'cifar_aff_resnext38_32x4d', 'cifar_aff_resnext47_32x4d'],
+    'cifar': ['gluoncv:cifar_resnet56_v2', 'cifar_aff_resnet20', 'cifar_iaff_resnet20',
+              'cifar_aff_resnet32', 'cifar_iaff_resnet32', 'cifar_aff_resnext38_32x4d',
+              'cifar_aff_resnext47_32x4d'],
 }
 BASELINES = {'imagenet': 'gluoncv:resnet50_v1d', 'cifar': 'gluoncv:cifar_resnet56_v2'}
+BATCH_SIZES = {'imagenet': 8, 'cifar': 64}
 
 
 @dataclass
@@ -51,6 +58,8 @@ class Result:
     infer_ratio: float = 1.0
     train_ratio: float = float('nan')
     latency_ratio: float = 1.0
+    add_infer_ratio: float = float('nan')  # against the same network with plain addition
+    add_train_ratio: float = float('nan')
 
 
 @dataclass
@@ -83,13 +92,15 @@ class Settings:
 
 
 def build(name, classes, ctx, dtype):
-    """An initialised network: ``gluoncv:NAME`` or an openaff zoo name."""
+    """An initialised network: ``gluoncv:NAME``, an openaff zoo name, or ``NAME/FUSION`` (the
+    zoo network with another ``askc_type``)."""
+    name, _, fusion = name.partition('/')
     if name.startswith('gluoncv:'):
         from gluoncv.model_zoo import get_model
         net = get_model(name.split(':', 1)[1], classes=classes)
     else:
         from .zoo import get_model
-        net = get_model(name, classes=classes)
+        net = get_model(name, classes=classes, **({'askc_type': fusion} if fusion else {}))
     net.initialize(mx.init.Xavier(), ctx=ctx)
     net.cast(dtype)
     return net
@@ -225,17 +236,25 @@ class Candidate:
         self.batch_size = settings.batch_size
 
 
+def timed(base, other, settings, metrics=('infer', 'latency', 'train')):
+    """``{metric: (other's median seconds, base time / other's time)}``, each metric timed in
+    rounds interleaved with ``base`` (see :func:`paired_times`)."""
+    steps = {'infer': 'infer', 'latency': 'single', 'train': 'train'}
+    out = {}
+    for metric in metrics:
+        if metric == 'train' and not (other.train and base.train):
+            continue
+        rounds = max(3, settings.repeats // 2) if metric == 'train' else settings.repeats
+        pair = [getattr(base, steps[metric]), getattr(other, steps[metric])]
+        times = paired_times(pair, rounds + rounds % 2, settings.warmup)
+        out[metric] = (statistics.median(r[1] for r in times), balanced_ratio(times))
+    return out
+
+
 def compare(base, other, settings):
     """``other``'s row, its timings interleaved with ``base``'s (``other`` may be ``base``)."""
     result = Result(other.entry, other.params_m, other.gflops)
-    metrics = [('infer', 'infer', settings.repeats), ('latency', 'single', settings.repeats)]
-    if other.train and base.train:
-        metrics.append(('train', 'train', max(3, settings.repeats // 2)))
-    for metric, attr, rounds in metrics:
-        pair = [getattr(base, attr), getattr(other, attr)]
-        rounds_ = paired_times(pair, rounds + rounds % 2, settings.warmup)
-        own = statistics.median(r[1] for r in rounds_)
-        ratio = balanced_ratio(rounds_)
+    for metric, (own, ratio) in timed(base, other, settings).items():
         if metric == 'latency':
             result.latency_ms, result.latency_ratio = 1000 * own, ratio
         else:
@@ -244,13 +263,34 @@ def compare(base, other, settings):
     return result
 
 
+def plain_addition_twin(entry):
+    """``NAME/DirectAdd`` for a zoo network with a fusion other than plain addition (the
+    backbone AFF is fairly compared with), else None."""
+    name, _, impl = entry.partition('@')
+    name, _, fusion = name.partition('/')
+    if name.startswith('gluoncv:'):
+        return None
+    from .zoo import model_info
+    if (fusion or model_info(name).args.get('askc_type', 'DirectAdd')) in ('DirectAdd',
+                                                                          'DirectAddFuse'):
+        return None
+    return f'{name}/DirectAdd'
+
+
 def measure_all(models, baseline, settings):
     """Rows in ``models`` order; each model is timed against the baseline, then dropped."""
     base = Candidate(baseline, settings)
-    results = []
+    results, twin = [], None
     for entry in models:
         other = base if entry == baseline else Candidate(entry, settings)
         results.append(compare(base, other, settings))
+        twin_name = plain_addition_twin(entry)
+        if twin_name:
+            if twin is None or twin.entry != twin_name:
+                twin = None  # free the previous one first
+                twin = Candidate(twin_name, settings)
+            for metric, (_, ratio) in timed(twin, other, settings, ('infer', 'train')).items():
+                setattr(results[-1], f'add_{metric}_ratio', ratio)
         if settings.memory:
             results[-1].memory_mb = peak_memory_mb(entry, settings)
         print(f'measured {entry}: {results[-1].infer_ips:.1f} img/s, '
@@ -260,13 +300,15 @@ def measure_all(models, baseline, settings):
 
 def table(results, baseline):
     base = next((r for r in results if r.model == baseline), results[0])
-    header = (f'{"model":<30} {"infer x":>7} {"train x":>7} {"b1 x":>6} {"img/s":>7} '
+    header = (f'{"model":<30} {"infer x":>7} {"train x":>7} {"b1 x":>6} {"infer x add":>11} '
+              f'{"train x add":>11} {"img/s":>7} '
               f'{"train img/s":>11} {"b1 ms":>7} {"GFLOPs":>6} {"params M":>8} {"FLOPs x":>7} '
               f'{"peak MB":>7}')
     lines = [header, '-' * len(header)]
     for r in results:
         lines.append(f'{r.model:<30} {r.infer_ratio:>7.3f} {r.train_ratio:>7.3f} '
-                     f'{r.latency_ratio:>6.3f} {r.infer_ips:>7.1f} {r.train_ips:>11.1f} '
+                     f'{r.latency_ratio:>6.3f} {r.add_infer_ratio:>11.3f} '
+                     f'{r.add_train_ratio:>11.3f} {r.infer_ips:>7.1f} {r.train_ips:>11.1f} '
                      f'{r.latency_ms:>7.1f} {r.gflops:>6.2f} {r.params_m:>8.2f} '
                      f'{r.gflops / base.gflops:>7.3f} {r.memory_mb:>7.0f}')
     return '\n'.join(lines)
@@ -293,6 +335,24 @@ def machine():
     return {'platform': platform.platform(), 'processor': platform.processor() or platform.machine(),
             'cpus': os.cpu_count(), 'mxnet_cpu_threads': mxnet_threads(), 'mxnet': mx.__version__,
             'gpus': mx.context.num_gpus()}
+
+
+def check_entry(entry, default_impl):
+    """``ValueError`` for a row that cannot be built: an unknown ``@IMPL``, zoo name or
+    ``/FUSION``, or a fusion asked of a GluonCV network (checked before any timing)."""
+    name, _ = split_impl(entry, default_impl)
+    name, _, fusion = name.partition('/')
+    if name.startswith('gluoncv:'):
+        if fusion:
+            raise ValueError(f'{entry!r}: /FUSION replaces the fusion of an openaff network; '
+                             f'GluonCV networks have none')
+        return
+    from .fusion import resolve_fusion_name
+    from .zoo import model_info
+    if fusion and 'askc_type' not in model_info(name).args:
+        raise ValueError(f'{entry!r}: {name} takes no askc_type')
+    if fusion:
+        resolve_fusion_name(fusion)
 
 
 def split_impl(entry, default):

@@ -16,7 +16,7 @@ from typing import Any
 
 from .data.cifar import CIFAR_MEAN, CIFAR_STD
 from .data.imagenet import IMAGENET_MEAN, IMAGENET_STD
-from .models import AFFResNet, AFFResNeXt, CIFARAFFResNet, CIFARAFFResNeXt
+from .models import AFFResNet, AFFResNeXt, CIFARAFFResNet, CIFARAFFResNeXt, CIFARInception
 
 __all__ = ['ModelInfo', 'Release', 'get_model', 'list_models', 'model_info', 'released_for',
            'architecture', 'MODELS', 'ALIASES']
@@ -66,6 +66,15 @@ def _cifar_resnet32(fusion):
                 classes=100, deep_stem=False)
 
 
+def _cifar_resnet20(fusion):
+    # He et al.'s ResNet-20 widths: quick experiments and the speed comparison at small widths
+    return dict(_cifar_resnet32(fusion), layers=[3, 3, 3], channels=[16, 16, 32, 64])
+
+
+def _cifar_inception(merge):
+    return dict(askc_type=merge, layers=[2, 2, 2], channels=[32, 32, 64, 128], classes=100)
+
+
 def _cifar_resnext(layers):
     return dict(askc_type='ASKCFuse', start_layer=1, layers=layers, channels=[64, 64, 128, 256],
                 cardinality=32, bottleneck_width=4, classes=100, last_gamma=True)
@@ -101,6 +110,18 @@ _ENTRIES = [
     ModelInfo('cifar_iaff_resnet32', 'iAFF-ResNet-32 (CIFAR-100)', CIFARAFFResNet,
               _cifar_resnet32('ResGlobLocaforGlobLocaCha'), labels='fine', paper_params_m=None,
               **_CIFAR, published='no released checkpoint'),
+    ModelInfo('cifar_aff_resnet20', 'AFF-ResNet-20 (CIFAR-100)', CIFARAFFResNet,
+              _cifar_resnet20('ASKCFuse'), labels='fine', paper_params_m=None, **_CIFAR,
+              published='not in the paper: ResNet-20 widths'),
+    ModelInfo('cifar_iaff_resnet20', 'iAFF-ResNet-20 (CIFAR-100)', CIFARAFFResNet,
+              _cifar_resnet20('ResGlobLocaforGlobLocaCha'), labels='fine', paper_params_m=None,
+              **_CIFAR, published='not in the paper: ResNet-20 widths'),
+    ModelInfo('cifar_aff_inception', 'AFF-Inception (CIFAR-100)', CIFARInception,
+              _cifar_inception('AFF'), labels='fine', paper_params_m=None, **_CIFAR,
+              published='the paper\'s same-layer scenario; no released checkpoint'),
+    ModelInfo('cifar_concat_inception', 'Inception, concatenation (CIFAR-100)', CIFARInception,
+              _cifar_inception('concat'), labels='fine', paper_params_m=None, **_CIFAR,
+              published='AFF-Inception\'s twin with concatenation, same parameter count'),
     ModelInfo('cifar_aff_resnext38_32x4d.coarse', 'AFF-ResNeXt-38-32x4d (CIFAR-100)', CIFARAFFResNeXt,
               _cifar_resnext([4, 4, 4]), labels='coarse', paper_params_m=7.8, **_CIFAR,
               release=Release(_BASE + 'cifar100/AFF-ResNeXt-38-32x4d/'

@@ -63,6 +63,31 @@ def test_bad_names_are_one_line_errors(tmp_path, capsys):
     assert 'must be at least 1' in capsys.readouterr().err
     assert main(['--models', 'aff_resnet50@slow', '--out', str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith('error: unknown fusion implementation')
+    for entry, message in (('cifar_aff_resnet20/NoSuchFuse', 'unknown fusion'),
+                           ('gluoncv:cifar_resnet20_v2/AFF', 'GluonCV networks have none')):
+        assert main(['--set', 'cifar', '--models', entry, '--out', str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count('\n') == 1, err
+
+
+def test_fusion_rows_are_timed_against_their_own_backbone_with_plain_addition(tmp_path):
+    """The ``x add`` ratios: AFF against the same network with ``DirectAdd``, a twin built
+    once for the AFF and iAFF rows of one architecture; rows without a fusion have none."""
+    import math
+
+    from openaff.benchmark import Settings, measure_all, plain_addition_twin
+    assert plain_addition_twin('cifar_aff_resnet20@reference') == 'cifar_aff_resnet20/DirectAdd'
+    assert plain_addition_twin('cifar_aff_resnet20/iAFF') == 'cifar_aff_resnet20/DirectAdd'
+    assert plain_addition_twin('cifar_aff_resnet20/DirectAdd') is None
+    assert plain_addition_twin('gluoncv:cifar_resnet20_v2') is None
+    settings = Settings('cifar', batch_size=2, repeats=2, warmup=0, memory=False)
+    rows = measure_all(['gluoncv:cifar_resnet20_v2', 'cifar_aff_resnet20',
+                        'cifar_aff_resnet20/iAFF', 'cifar_aff_resnet20/DirectAdd'],
+                       'gluoncv:cifar_resnet20_v2', settings)
+    base, aff, iaff, plain = rows
+    assert math.isnan(base.add_infer_ratio) and math.isnan(plain.add_train_ratio)
+    assert all(r.add_infer_ratio > 0 and r.add_train_ratio > 0 for r in (aff, iaff))
+    assert iaff.params_m > aff.params_m > plain.params_m
 
 
 @pytest.mark.multiprocess

@@ -49,9 +49,9 @@ def _run(name, impl, hybridize, x, y):
         with mx.autograd.record():
             out = block(x, y)
         out.backward(mx.nd.array(np.linspace(-1, 1, out.size).reshape(out.shape)))
-    grads = [p.grad().asnumpy() for p in block.collect_params().values()
-             if p.grad_req != 'null']
-    return block, [out.asnumpy(), x.grad.asnumpy(), y.grad.asnumpy()] + grads
+    grads = {name: p.grad().asnumpy() for name, p in block._collect_params_with_prefix().items()
+             if p.grad_req != 'null'}
+    return block, dict(out=out.asnumpy(), dx=x.grad.asnumpy(), dy=y.grad.asnumpy(), **grads)
 
 
 @pytest.mark.parametrize('hybridize', [False, True], ids=['imperative', 'hybridized'])
@@ -63,8 +63,15 @@ def test_native_matches_the_reference_algebra(name, hybridize):
     if hybridize:
         graph = block._cached_graph[1].tojson()
         assert 'openaff_soft_select' in graph, 'the native operator was not used'
-    for got, expected in zip(native, reference):
-        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    scale = max(np.abs(g).max() for g in reference.values())
+    for name, expected in reference.items():
+        if name.endswith('bias'):
+            # every branch convolution feeds a BatchNorm, which cancels its bias: the exact
+            # gradient is 0 and both algebras give rounding noise, not comparable values
+            assert max(np.abs(native[name]).max(), np.abs(expected).max()) < 1e-4 * scale
+        else:
+            np.testing.assert_allclose(native[name], expected, rtol=1e-4, atol=1e-5,
+                                       err_msg=name)
 
 
 def test_unfused_stages_keep_the_python_algebra():

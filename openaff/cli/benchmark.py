@@ -24,7 +24,8 @@ def build_parser():
     p.add_argument('--baseline', default=None)
     p.add_argument('--ctx', dest='device', choices=('cpu', 'gpu'), default='cpu')
     p.add_argument('--dtype', default='float32', choices=('float32', 'float16'))
-    p.add_argument('--batch-size', type=positive_int, default=8)
+    p.add_argument('--batch-size', type=positive_int, default=None,
+                   help='default: 8 for the imagenet set, 64 for cifar')
     p.add_argument('--input-size', type=positive_int, default=None)
     p.add_argument('--repeats', type=positive_int, default=10,
                    help='timed rounds per metric, each timing the baseline and the model back '
@@ -72,13 +73,14 @@ def _has_backend(backend):
 
 
 def main(argv=None):
-    from ..benchmark import BASELINES, SETS, Settings, run, split_impl
+    from ..benchmark import BASELINES, BATCH_SIZES, SETS, Settings, check_entry, run
     opt = build_parser().parse_args(argv)
     try:
         check_device(opt)
     except ValueError as error:
         return fail(str(error))
-    settings = Settings(opt.set, opt.device, opt.dtype, opt.batch_size, opt.input_size,
+    settings = Settings(opt.set, opt.device, opt.dtype, opt.batch_size or BATCH_SIZES[opt.set],
+                        opt.input_size,
                         opt.fusion_impl, opt.optimize_for, opt.train, opt.memory, opt.repeats,
                         opt.warmup)
     models = opt.models or SETS[opt.set]
@@ -87,7 +89,7 @@ def main(argv=None):
         models = [baseline] + models
     try:
         for entry in models:
-            split_impl(entry, opt.fusion_impl)  # a bad @IMPL fails before any timing
+            check_entry(entry, opt.fusion_impl)  # a bad row fails before any timing
         stem = run(models, baseline, settings, opt.out)
     except ValueError as error:  # unknown model or fusion implementation
         return fail(str(error))

@@ -11,8 +11,9 @@ from mxnet import gluon
 from ..batchnorm import set_bn_momentum
 from ..data import HEAD_CLASSES
 from ..engine import Engine, decay_epochs
-from ..models import CIFARAFFResNet, CIFARAFFResNeXt, builder_name
+from ..models import CIFARAFFResNet, CIFARAFFResNeXt, CIFARInception, builder_name
 from ..models.external import GLUONCV_PREFIX, gluoncv_spec
+from ..models.inception import inception_merge
 from ..engine.distributed import DistributedError
 from .args import epoch_list, int_between, non_negative_int, positive_int
 from .recipe_options import RecipeOptions
@@ -56,7 +57,8 @@ def build_parser():
         help='CIFAR-100 label set. The original silently trained on the 20 coarse labels')
     add('--batch-size', type=positive_int, default=128, help='training batch size per device')
     add('--askc-type', default='ASKCFuse',
-        help='fusion: ASKCFuse (AFF), ResGlobLocaforGlobLocaCha (iAFF), DirectAdd, ...')
+        help='fusion: ASKCFuse (AFF), ResGlobLocaforGlobLocaCha (iAFF), DirectAdd, ...; for '
+             '--model inception: AFF, concat or DirectAdd')
     add('--channel-times', type=positive_int, default=4, help='width multiplier of [16, 16, 32, 64]')
     add('--blocks', type=positive_int, default=1, help='blocks per stage')
     add('--start-layer', type=int_between(1, 3), default=1,
@@ -64,7 +66,8 @@ def build_parser():
     add('--summary', action='store_true', help='print parameters and FLOPs, then exit')
     add('--gpus', default='0,1,2,3', help='GPUs to use when present, e.g. 0,1')
     add('--model', default='resnet',
-        help='resnet, resnext, or gluoncv:NAME for a GluonCV model-zoo baseline')
+        help='resnet, resnext, inception (AFF-Inception, the same-layer scenario), or '
+             'gluoncv:NAME for a GluonCV model-zoo baseline')
     add('-j', '--num-data-workers', dest='num_workers', type=non_negative_int, default=96,
         help='data loading processes (capped at the CPU count; 0 = in the main process)')
     RECIPE.add_to(p)
@@ -122,6 +125,8 @@ def model_name_of(opt, layers, cardinality):
     suffix = f'-c-{opt.channel_times}-s-{opt.start_layer}'
     if opt.model == 'resnet':
         return f'{prefix}-resnet-{sum(layers) * 2 + 2}{suffix}'
+    if opt.model == 'inception':
+        return f'{prefix}-inception-{sum(layers)}{suffix}'
     return f'{prefix}-resneXt-{sum(layers) * 3 + 2}-{cardinality}x4{suffix}'
 
 
@@ -131,10 +136,18 @@ def net_spec(opt, classes):
     if opt.model.startswith(GLUONCV_PREFIX):
         builder, kwargs, name = gluoncv_spec(opt.model, classes)
         return builder, kwargs, f'{opt.dataset}-{name}'
-    if opt.model not in ('resnet', 'resnext'):
-        raise ValueError(f'--model must be resnet, resnext or gluoncv:NAME, got {opt.model!r}')
+    if opt.model not in ('resnet', 'resnext', 'inception'):
+        raise ValueError(f'--model must be resnet, resnext, inception or gluoncv:NAME, got '
+                         f'{opt.model!r}')
     layers = [opt.blocks] * 3
     channels = [c * opt.channel_times for c in (16, 16, 32, 64)]
+    if opt.model == 'inception':
+        inception_merge(opt.askc_type)  # a fusion it cannot merge with fails here
+        if opt.deep_stem or opt.start_layer != 1:
+            raise ValueError('--model inception fuses in every stage and has one stem: '
+                             '--deep-stem and --start-layer do not apply')
+        return (CIFARInception, dict(askc_type=opt.askc_type, layers=layers, channels=channels,
+                                     classes=classes), model_name_of(opt, layers, None))
     cardinality = {64: 32, 128: 64}.get(channels[0])
     common = dict(askc_type=opt.askc_type, start_layer=opt.start_layer, layers=layers,
                   channels=channels, classes=classes, deep_stem=opt.deep_stem)

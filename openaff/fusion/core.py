@@ -25,7 +25,7 @@ from mxnet.gluon.block import HybridBlock
 
 from . import native
 
-__all__ = ['AttentionalFusion', 'Stage', 'GlobalAvgPool', 'context_branch', 'concat_channels', 'implementation',
+__all__ = ['AttentionalFusion', 'Stage', 'GlobalAvgPool', 'global_pooling', 'context_branch', 'concat_channels', 'implementation',
            'current_implementation', 'exportable', 'IMPLEMENTATIONS', 'COMBINE_RULES', 'SOURCES']
 
 def context_branch(prefix: str, widths: Sequence[int], pooled: bool = False, groups: int = 1,
@@ -52,19 +52,43 @@ def context_branch(prefix: str, widths: Sequence[int], pooled: bool = False, gro
     return branch
 
 
+POOLINGS = ('adaptive', 'operator')
+_POOLING = contextvars.ContextVar('openaff_global_pooling', default='adaptive')
+
+
+@contextmanager
+def global_pooling(kind):
+    """Build the global context branches (:class:`GlobalAvgPool`) made in this context with
+    ``'adaptive'`` pooling (the default) or MXNet's ``'operator'`` (oneDNN on CPU)."""
+    if kind not in POOLINGS:
+        raise ValueError(f'global pooling must be one of {POOLINGS}, got {kind!r}')
+    token = _POOLING.set(kind)
+    try:
+        yield
+    finally:
+        _POOLING.reset(token)
+
+
 class GlobalAvgPool(nn.GlobalAvgPool2D):
-    """Global average pooling of a context branch, as MXNet's adaptive pooling to 1x1.
+    """Global average pooling of a context branch, by default as MXNet's adaptive pooling to
+    1x1 (see :func:`global_pooling`).
 
     oneDNN's average-pooling backward over a whole map is the slowest operator of an AFF
-    training step on CPU when its input is in a convolution's blocked layout: up to 616 ms for
-    one 64x64x32x32 map inside AFF-ResNet-32, 2/3 of the step (docs/performance.md, CIFAR).
-    ``contrib.AdaptiveAvgPooling2D`` computes the same mean and the same ``dy / (H*W)``
-    gradient with MXNet's own kernels, 3-50 times faster in the backward; on the training
-    fixtures its outputs and gradients are bit-identical to ``Pooling``'s. Graphs for export
-    and the ``'reference'`` algebra use the plain operator."""
+    training step on CPU at CIFAR sizes when its input is in a convolution's blocked layout: up
+    to 616 ms for one 64x64x32x32 map inside AFF-ResNet-32, 2/3 of the step
+    (docs/performance.md, CIFAR). ``contrib.AdaptiveAvgPooling2D`` computes the same mean and
+    the same ``dy / (H*W)`` gradient with MXNet's own kernels, 3-50 times faster in the
+    backward; on the training fixtures its outputs and gradients are bit-identical to
+    ``Pooling``'s. Its forward is slower, though: the ImageNet networks, whose 14x14 and 7x7
+    maps oneDNN pools back quickly, use the operator (AFF-ResNet-50 inference 6 % faster).
+    Graphs for export use the operator too (ONNX's GlobalAveragePool)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._adaptive = _POOLING.get() == 'adaptive'
 
     def hybrid_forward(self, F, x):
-        if not _fast() or _EXPORTABLE.get():
+        if not self._adaptive or _EXPORTABLE.get():
             return super().hybrid_forward(F, x)
         return F.contrib.AdaptiveAvgPooling2D(x, output_size=1)
 

@@ -1,8 +1,10 @@
 """The networks of *Attentional Feature Fusion* (Dai et al., WACV 2021)."""
 from .cifar import CIFARAFFResNet, CIFARAFFResNeXt
 from .imagenet import AFFResNet, AFFResNeXt
+from .inception import CIFARInception
 from .external import gluoncv_net
 from .registry import BUILDERS, build_network, builder_name
 
-__all__ = ['CIFARAFFResNet', 'CIFARAFFResNeXt', 'AFFResNet', 'AFFResNeXt', 'gluoncv_net',
+__all__ = ['CIFARAFFResNet', 'CIFARAFFResNeXt', 'CIFARInception', 'AFFResNet', 'AFFResNeXt',
+           'gluoncv_net',
            'BUILDERS', 'build_network', 'builder_name']

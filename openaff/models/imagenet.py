@@ -6,7 +6,8 @@ from mxnet.gluon import nn
 from mxnet.gluon.nn import BatchNorm
 
 from ..blocks import AFFBottleneck, AFFResNeXtBlock
-from ._common import FusionNetwork, check_numbers, deep_stem_layers, stage_fusion
+from ._common import (FusionNetwork, check_numbers, deep_stem_layers, operator_pooling,
+                      stage_fusion)
 
 __all__ = ['AFFResNet', 'AFFResNeXt']
 
@@ -42,6 +43,7 @@ class AFFResNet(FusionNetwork):
 
     min_input_size = 32  # stem, max pool and three strided stages: 2 ** 5
 
+    @operator_pooling
     def __init__(self, askc_type, start_layer, layers, classes=1000, dilated=False,
                  norm_layer=BatchNorm, norm_kwargs=None, last_gamma=False, deep_stem=True,
                  stem_width=32, avg_down=True, final_drop=0.0, use_global_stats=False,
@@ -130,6 +132,7 @@ class AFFResNeXt(FusionNetwork):
 
     min_input_size = 32  # stem, max pool and three strided stages: 2 ** 5
 
+    @operator_pooling
     def __init__(self, askc_type, start_layer, layers, cardinality, bottleneck_width,
                  classes=1000, last_gamma=True, use_se=False, deep_stem=True, avg_down=True,
                  stem_width=64, norm_layer=BatchNorm, norm_kwargs=None, r=16, **kwargs):

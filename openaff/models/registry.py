@@ -5,9 +5,10 @@ from __future__ import annotations
 from .cifar import CIFARAFFResNet, CIFARAFFResNeXt
 from .external import gluoncv_net
 from .imagenet import AFFResNet, AFFResNeXt
+from .inception import CIFARInception
 
 BUILDERS = {builder.__name__: builder for builder in (
-    CIFARAFFResNet, CIFARAFFResNeXt, AFFResNet, AFFResNeXt, gluoncv_net)}
+    CIFARAFFResNet, CIFARAFFResNeXt, CIFARInception, AFFResNet, AFFResNeXt, gluoncv_net)}
 
 
 def builder_name(builder):
