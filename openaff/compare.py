@@ -27,6 +27,14 @@ CIFAR_SET = {
     'cifar_resnet20_v2': ['--model', 'gluoncv:cifar_resnet20_v2'],
     'cifar_resnet56_v2': ['--model', 'gluoncv:cifar_resnet56_v2'],
 }
+# the paper's same-layer scenario: the branches of Inception modules fused by MultiAFF, or
+# concatenated and projected (the same weight budget), or summed; 2 modules per stage
+INCEPTION = ['--model', 'inception', '--blocks', '2', '--channel-times', '1']
+SAME_LAYER_SET = {
+    'AFF-Inception': INCEPTION + ['--askc-type', 'AFF'],
+    'Inception-concat': INCEPTION + ['--askc-type', 'concat'],
+    'Inception-add': INCEPTION + ['--askc-type', 'DirectAdd'],
+}
 # The original recipe's shape for every model alike: linear warm-up, cosine to zero, label
 # smoothing, no weight decay on BN/bias, NAG. At a constant lr with no warm-up (a recipe the
 # original never used) the AFF/iAFF ResNet-20 blow up in the first steps (gradient norm of a

@@ -22,7 +22,8 @@ def build_parser():
                    choices=('digits', 'cifar10', 'cifar100', 'imagenet'))
     p.add_argument('--data-dir', default=None)
     p.add_argument('--models', nargs='+', default=None,
-                   help='names of the default set for the dataset (all by default)')
+                   help='names of the dataset\'s set (all of it by default); on CIFAR and '
+                        'digits also AFF-Inception, Inception-concat, Inception-add')
     p.add_argument('--epochs', type=positive_int, default=DIGITS_EPOCHS)
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     p.add_argument('--workers', type=non_negative_int, default=0)
@@ -68,14 +69,15 @@ def train_runs(opt, label, model_args):
 
 
 def main(argv=None):
-    from ..compare import (CIFAR_SET, IMAGENET_SET, costs, finished_record, summarize_row,
-                           write_report)
+    from ..compare import (CIFAR_SET, IMAGENET_SET, SAME_LAYER_SET, costs, finished_record,
+                           summarize_row, write_report)
     opt = build_parser().parse_args(argv)
-    catalog = IMAGENET_SET if opt.dataset == 'imagenet' else CIFAR_SET
+    default = IMAGENET_SET if opt.dataset == 'imagenet' else CIFAR_SET
+    catalog = default if opt.dataset == 'imagenet' else {**CIFAR_SET, **SAME_LAYER_SET}
     unknown = [m for m in opt.models or [] if m not in catalog]
     if unknown:
         return fail(f'unknown models {unknown}; valid: {", ".join(catalog)}')
-    chosen = opt.models or list(catalog)
+    chosen = opt.models or list(default)
     if opt.reuse and not any(finished_record(os.path.join(opt.out, label, f'seed{seed}'),
                                              opt.epochs)
                              for label in chosen for seed in opt.seeds):
