@@ -52,6 +52,18 @@ def context_branch(prefix: str, widths: Sequence[int], pooled: bool = False, gro
     return branch
 
 
+@contextmanager
+def _setting(variable, value, choices, what):
+    """``variable`` set to ``value`` (one of ``choices``) for the ``with`` block."""
+    if value not in choices:
+        raise ValueError(f'{what} must be one of {choices}, got {value!r}')
+    token = variable.set(value)
+    try:
+        yield
+    finally:
+        variable.reset(token)
+
+
 POOLINGS = ('adaptive', 'operator')
 _POOLING = contextvars.ContextVar('openaff_global_pooling', default='adaptive')
 
@@ -60,13 +72,8 @@ _POOLING = contextvars.ContextVar('openaff_global_pooling', default='adaptive')
 def global_pooling(kind):
     """Build the global context branches (:class:`GlobalAvgPool`) made in this context with
     ``'adaptive'`` pooling (the default) or MXNet's ``'operator'`` (oneDNN on CPU)."""
-    if kind not in POOLINGS:
-        raise ValueError(f'global pooling must be one of {POOLINGS}, got {kind!r}')
-    token = _POOLING.set(kind)
-    try:
+    with _setting(_POOLING, kind, POOLINGS, 'global pooling'):
         yield
-    finally:
-        _POOLING.reset(token)
 
 
 class GlobalAvgPool(nn.GlobalAvgPool2D):
@@ -132,13 +139,8 @@ def implementation(name):
     * ``'fast'``: the fewest plain MXNet operators;
     * ``'reference'``: the original code's straightforward algebra.
     """
-    if name not in IMPLEMENTATIONS:
-        raise ValueError(f'implementation must be one of {IMPLEMENTATIONS}, got {name!r}')
-    token = _IMPLEMENTATION.set(name)
-    try:
+    with _setting(_IMPLEMENTATION, name, IMPLEMENTATIONS, 'implementation'):
         yield
-    finally:
-        _IMPLEMENTATION.reset(token)
 
 
 def current_implementation():
