@@ -48,8 +48,8 @@ setup(
     # top-level train_cifar.py / train_imagenet.py of the original
     entry_points={'console_scripts': [
         f"openaff-{module.replace('_', '-')}=openaff.cli.{module}:main" for module in (
-            'train_cifar', 'train_imagenet', 'evaluate', 'summary', 'benchmark', 'compare',
-            'plotlog', 'launch', 'ops', 'export', 'cam')]},
+            'train_cifar', 'train_imagenet', 'train_segmentation', 'evaluate', 'summary',
+            'benchmark', 'compare', 'plotlog', 'launch', 'ops', 'export', 'cam')]},
     classifiers=[
         'Programming Language :: Python :: 3.11',
         'Topic :: Scientific/Engineering :: Artificial Intelligence',

@@ -9,7 +9,8 @@ COMMANDS = sorted(ep.name for ep in entry_points(group='console_scripts')
 
 
 def test_every_command_has_a_console_script():
-    assert {'openaff-train-cifar', 'openaff-train-imagenet', 'openaff-evaluate',
+    assert {'openaff-train-cifar', 'openaff-train-imagenet', 'openaff-train-segmentation',
+            'openaff-evaluate',
             'openaff-summary', 'openaff-benchmark', 'openaff-compare', 'openaff-plotlog',
             'openaff-launch', 'openaff-ops', 'openaff-export', 'openaff-cam'} <= set(COMMANDS)
 

@@ -91,3 +91,43 @@ def test_mean_iou_of_known_predictions():
     assert mean_iou(confusion(perfect, truth, 3)) == 1.0
     wrong = mx.nd.one_hot(mx.nd.zeros_like(truth), 3).transpose((0, 3, 1, 2))
     assert mean_iou(confusion(wrong, truth, 3)) == pytest.approx(0.5 / 3)
+
+
+def test_the_pixel_loss_is_gluons_cross_entropy_with_object_pixels_weighted():
+    from openaff.engine.tasks import Segmentation
+    task = Segmentation(4, foreground_weight=3.0)
+    scores = mx.nd.random.normal(shape=(2, 4, 5, 6))
+    labels = mx.nd.array(np.random.RandomState(0).randint(0, 4, size=(2, 5, 6)))
+    _, targets = task.targets(scores, labels, 1.0, 0.0)
+    got = task.loss_fn()(scores, targets).asnumpy()
+    weights = 1 + 2.0 * (labels > 0)
+    expected = mx.gluon.loss.SoftmaxCrossEntropyLoss(axis=1)(
+        scores, labels, weights.expand_dims(1)).asnumpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    with pytest.raises(ValueError, match='mixup'):
+        task.targets(scores, labels, 0.5, 0.0)
+
+
+def test_train_segmentation_runs_on_the_engine_and_resumes(tmp_path, capsys):
+    """Checkpoints, history with the held-out mean IoU, best file named by it, resume."""
+    import json
+    from openaff.cli import train_segmentation
+    out = str(tmp_path / 'run')
+    args = ['--merge', 'AFF', '--canvases', '32', '--val-canvases', '16', '--size', '24',
+            '--channel-times', '1', '--width', '8', '--batch-size', '16', '--seed', '0',
+            '--save-dir', out, '--logging-dir', out, '--save-plot-dir', out]
+    assert train_segmentation.main(args + ['--num-epochs', '2']) == 0
+    record = json.loads(next((tmp_path / 'run').glob('*-checkpoint.json')).read_text())
+    assert [r['epoch'] for r in record['history']] == [0, 1]
+    assert all(0 <= r['val_miou'] <= 1 and r['val_acc'] == r['val_miou'] for r in record['history'])
+    best = max(r['val_miou'] for r in record['history'])
+    assert list((tmp_path / 'run').glob(f'{best:.4f}-canvases-AFF-FPN-*-best.params'))
+    assert train_segmentation.main(args + ['--num-epochs', '2']) == 2  # an earlier run is kept
+    assert 'holds a run' in capsys.readouterr().err
+    assert train_segmentation.main(args + ['--num-epochs', '2', '--size', '12']) == 2
+    assert capsys.readouterr().err.count('\n') == 1
+    first = next((tmp_path / 'run').glob('*-epoch0000.params'))
+    assert train_segmentation.main(args + ['--num-epochs', '2', '--resume-from', str(first)]) == 0
+    resumed = json.loads(next((tmp_path / 'run').glob('*-checkpoint.json')).read_text())
+    assert [r['epoch'] for r in resumed['history']] == [0, 1]
+    assert resumed['history'][0] == record['history'][0]

@@ -14,7 +14,7 @@ import time
 
 import mxnet as mx
 import numpy as np
-from mxnet import autograd, gluon
+from mxnet import autograd
 
 from ..batchnorm import precise_bn
 from .checkpoint import CheckpointManager
@@ -23,7 +23,8 @@ from .history import History
 from .recipe import Recipe, recipe_record
 from .reporting import CifarReport
 from .schedule import make_lr_scheduler
-from .targets import draw_mixup_lambda, mixup_batch, new_rng
+from .targets import draw_mixup_lambda, new_rng
+from .tasks import Classification, _split, evaluate
 
 __all__ = ['Recipe', 'Engine', 'TrainingDiverged', 'evaluate', 'seed_everything',
            'setup_logging']
@@ -68,74 +69,6 @@ def setup_logging(log_file=None, level=logging.INFO):
     return LOG
 
 
-def _split(batch, contexts):
-    data, label = batch[0], batch[1]
-    return (gluon.utils.split_and_load(data, ctx_list=contexts, batch_axis=0, even_split=False),
-            gluon.utils.split_and_load(label, ctx_list=contexts, batch_axis=0, even_split=False))
-
-
-def evaluate(net, loader, contexts, dtype='float32', cluster=None, beat=None):
-    """Top-1/top-5 accuracy and mean cross-entropy of ``net`` over ``loader`` (batches of
-    ``(data, label)``), BatchNorm on its running statistics. With a distributed ``cluster``
-    each worker passes its shard and all get the totals over every worker's shard."""
-    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
-    totals = np.zeros(5)  # correct top-1, correct top-5, loss sum, samples, samples with top-5
-    for batch in loader:
-        data, labels = _split(batch, contexts)
-        for x, label in zip(data, labels):
-            out = net(x.astype(dtype, copy=False)).astype('float32')
-            label = label.astype('float32')
-            totals[:4] += [(out.argmax(axis=1) == label).sum().asscalar(), 0.0,
-                           loss_fn(out, label).sum().asscalar(), out.shape[0]]
-            if out.shape[1] >= 5:
-                top5 = mx.nd.topk(out, k=5, ret_typ='indices').astype('float32')
-                totals[1] += (top5 == label.reshape((-1, 1))).sum().asscalar()
-                totals[4] += out.shape[0]
-        if beat:
-            beat()
-    if cluster is not None and cluster.can_reduce:
-        totals = cluster.allreduce(totals, 'evaluate')
-    if totals[3] == 0:
-        raise ValueError('the validation data is empty')
-    return {'val_acc': totals[0] / totals[3],
-            'val_top5': totals[1] / totals[4] if totals[4] else None,
-            'val_loss': totals[2] / totals[3]}
-
-
-class _EpochStats:
-    """Running sums of one training epoch."""
-
-    def __init__(self):
-        self.loss = self.samples = self.correct = 0.0
-        self.rmse_sum = 0.0
-        self.rmse_count = 0
-
-    def update(self, outputs, targets, labels, losses):
-        for out, target, label, loss in zip(outputs, targets, labels, losses):
-            prob = mx.nd.softmax(out)
-            # the original's training metric: RMSE between the (mixed, smoothed) target and the
-            # softmax output, averaged over batches
-            self.rmse_sum += float(mx.nd.sqrt(((prob - target) ** 2).mean()).asscalar())
-            self.rmse_count += 1
-            self.correct += float((out.argmax(axis=1) == label.astype('float32')).sum().asscalar())
-            self.loss += float(loss.sum().asscalar())
-            self.samples += out.shape[0]
-
-    @property
-    def rmse(self):
-        return self.rmse_sum / max(1, self.rmse_count)
-
-    def as_dict(self, cluster=None):
-        """The epoch's statistics, over every worker's batches when ``cluster`` can sum."""
-        sums = np.array([self.loss, self.samples, self.correct, self.rmse_sum, self.rmse_count])
-        if cluster is not None and cluster.can_reduce:
-            sums = cluster.allreduce(sums, 'train_stats')
-        loss, samples, correct, rmse_sum, rmse_count = sums
-        n = max(1.0, samples)
-        return {'train_rmse': rmse_sum / max(1, rmse_count), 'train_acc': correct / n,
-                'train_loss': loss / n, 'samples': int(samples)}
-
-
 class Engine:
     """Fits ``net`` on ``train_data``, evaluates on ``val_data`` once per epoch, logs in the
     original format and checkpoints crash-safely. Loaders yield ``(data, label)`` batches.
@@ -148,13 +81,14 @@ class Engine:
 
     def __init__(self, net, recipe, contexts, train_data, val_data, classes, model_name,
                  save_dir, plot_dir=None, teacher=None, compare_log=None, run_info=None,
-                 cluster=None, report=None):
+                 cluster=None, report=None, task=None):
         self.net, self.recipe, self.contexts = net, recipe, list(contexts)
         self.report = report or CifarReport()
         self.cluster = cluster or Cluster()
         self.watchdog = Watchdog(recipe.dist_timeout if self.cluster.distributed else 0,
                                  self.cluster.describe())
         self.train_data, self.val_data, self.classes = train_data, val_data, classes
+        self.task = task or Classification(classes)  # see openaff.engine.tasks
         self.model_name, self.teacher, self.compare_log = model_name, teacher, compare_log
         chief = self.cluster.is_chief
         self.plot_path = os.path.join(plot_dir, f'{model_name}_history.png') \
@@ -169,7 +103,7 @@ class Engine:
             self.loss_fn = DistillationSoftmaxCrossEntropyLoss(
                 temperature=recipe.temperature, hard_weight=recipe.hard_weight, sparse_label=False)
         else:
-            self.loss_fn = gluon.loss.SoftmaxCrossEntropyLoss(sparse_label=False)
+            self.loss_fn = self.task.loss_fn()
 
     # ------------------------------------------------------------------ set-up
     def _make_trainer(self):
@@ -209,8 +143,8 @@ class Engine:
     def _step(self, batch, lam):
         recipe = self.recipe
         data, labels = _split(batch, self.contexts)
-        mixed = [mixup_batch(x.astype(recipe.dtype, copy=False), label, self.classes, lam,
-                             recipe.smoothing) for x, label in zip(data, labels)]
+        mixed = [self.task.targets(x.astype(recipe.dtype, copy=False), label, lam,
+                                   recipe.smoothing) for x, label in zip(data, labels)]
         outputs, losses = self.update([x for x, _ in mixed], [t for _, t in mixed],
                                       batch[0].shape[0])
         return outputs, [t for _, t in mixed], labels, losses
@@ -250,7 +184,7 @@ class Engine:
         recipe = self.recipe
         rng = new_rng(recipe.seed, epoch)
         mixing = recipe.mixup and epoch < recipe.num_epochs - recipe.mixup_off_epoch
-        stats, tic, seen = _EpochStats(), time.time(), 0
+        stats, tic, seen = self.task.new_stats(), time.time(), 0
         bar = tqdm(total=len(self.train_data), desc=f'epoch {epoch}', leave=False,
                    disable=not (sys.stderr.isatty() and self.cluster.is_chief))
         for index, batch in enumerate(self.train_data):
@@ -333,8 +267,8 @@ class Engine:
         record['lr'] = self.trainer.learning_rate  # as the original: after the epoch
         self._refresh_bn()
         self.cluster.synchronize(self.net)
-        record.update(evaluate(self.net, self.val_data, self.contexts, self.recipe.dtype,
-                               self.cluster, self.watchdog.beat))
+        record.update(self.task.evaluate(self.net, self.val_data, self.contexts,
+                                         self.recipe.dtype, self.cluster, self.watchdog.beat))
         self.history.add(**record)
         self.report.epoch(epoch, record)
         self._save(epoch, record)

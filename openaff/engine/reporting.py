@@ -48,3 +48,13 @@ class ImageNetReport:
 
     def best_name(self, epoch, record):
         return 1 - record['val_acc'], epoch
+
+
+class SegmentationReport(CifarReport):
+    """``train_segmentation.py``: ``[Epoch N] loss=... train-pixel-acc=... val-mIoU=...
+    val-pixel-acc=... lr: ... time: ...``; best checkpoints named by held-out mean IoU."""
+
+    def epoch(self, epoch, record):
+        LOG.info('[Epoch %d] loss=%f train-pixel-acc=%f val-mIoU=%f val-pixel-acc=%f lr: %f '
+                 'time: %f', epoch, record['train_loss'], record['train_acc'],
+                 record['val_miou'], record['val_pixel_acc'], record['lr'], record['time'])

@@ -1,0 +1,111 @@
+"""``train_segmentation.py``: train the paper's long-skip scenario, a segmentation network whose
+feature-pyramid merges are plain additions, AFF or iAFF (Dai et al., WACV 2021), on digits
+pasted on canvases (:func:`openaff.data.canvases.digit_canvases`), with the shared engine:
+the same recipe options, checkpoints, resume, logs and plots as ``train_cifar.py``.
+
+    python train_segmentation.py --merge AFF --seed 0
+    python train_segmentation.py --merge add --seed 0      # the plain FPN on the same data
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import mxnet as mx
+
+from ..data.canvases import CANVAS_CLASSES
+from .args import non_negative_int, positive_int
+from .recipe_options import RecipeOptions
+from .training import (add_run_args, check_paths, check_run, contexts_from, fail, resolve_seed,
+                       run_engine, start_log)
+
+MERGES = ('add', 'AFF', 'iAFF')
+RECIPE = RecipeOptions(
+    defaults=dict(num_epochs=10, lr=0.05, warmup_epochs=1, lr_mode='cosine'),
+    exclude=('mixup', 'mixup_alpha', 'mixup_off_epoch', 'temperature', 'hard_weight', 'amp',
+             'dist_timeout'))
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0].split(': ', 1)[1])
+    add = p.add_argument
+    add('--merge', choices=MERGES, default='AFF', help='how the pyramid merges top-down')
+    add('--askc-type', default='ASKCFuse', help="the backbone blocks' fusion")
+    add('--blocks', type=positive_int, default=1, help='backbone blocks per stage')
+    add('--channel-times', type=positive_int, default=2,
+        help='backbone width multiplier of [16, 16, 32, 64]')
+    add('--width', type=positive_int, default=32, help='pyramid width')
+    add('--canvases', type=positive_int, default=800, help='training canvases')
+    add('--val-canvases', type=positive_int, default=200, help='held-out canvases')
+    add('--size', type=positive_int, default=40, help='canvas side (at least 20)')
+    add('--foreground-weight', type=float, default=5.0,
+        help='loss weight of object pixels relative to the background')
+    add('--batch-size', type=positive_int, default=32)
+    add('-j', '--num-data-workers', dest='num_workers', type=non_negative_int, default=0)
+    add('--seed', type=int, default=None, help='random seed (logged; random when absent)')
+    add('--gpus', default='', help='GPUs to use when present, e.g. 0')
+    add('--save-dir', default='runs/segmentation')
+    add('--logging-dir', default='runs/segmentation')
+    add('--save-plot-dir', default='runs/segmentation')
+    add('--resume-from', default=None, help="'latest', a checkpoint JSON, or a .params file")
+    RECIPE.add_to(p)
+    add_run_args(p)
+    return p
+
+
+def loaders(opt, seed):
+    """Training and held-out canvases (the held-out ones from the digits' test glyphs); the
+    canvases are drawn from ``seed``, so that merges compared on one seed see the same data."""
+    from mxnet import gluon
+
+    from ..data.canvases import digit_canvases
+    scales = (10, 20)
+    train = digit_canvases(opt.canvases, size=opt.size, seed=seed, scales=scales)
+    val = digit_canvases(opt.val_canvases, size=opt.size, train=False, seed=seed + 1000,
+                         scales=scales)
+    make = lambda arrays, shuffle: gluon.data.DataLoader(  # noqa: E731
+        gluon.data.ArrayDataset(*arrays), batch_size=opt.batch_size, shuffle=shuffle,
+        last_batch='discard' if shuffle else 'keep', num_workers=opt.num_workers)
+    return make(train, True), make(val, False)
+
+
+def main(argv=None):
+    from ..engine import Engine, seed_everything
+    from ..engine.reporting import SegmentationReport
+    from ..engine.tasks import Segmentation
+    from ..segmentation import segmentation_network
+    opt = build_parser().parse_args(argv)
+    try:
+        if opt.size < 20:
+            raise ValueError(f'--size must be at least 20 (the largest glyph), got {opt.size}')
+        if not opt.foreground_weight > 0:
+            raise ValueError(f'--foreground-weight must be above 0, got {opt.foreground_weight}')
+        seed = resolve_seed(opt.seed)
+        recipe = RECIPE.recipe(opt, seed=seed)
+        kwargs = dict(merge=opt.merge, askc_type=opt.askc_type, blocks=opt.blocks,
+                      channel_times=opt.channel_times, width=opt.width)
+        net = segmentation_network(**kwargs)
+        model_name = (f'canvases-{opt.merge}-FPN-{opt.askc_type}-resnet-{opt.blocks * 6 + 2}'
+                      f'-c-{opt.channel_times}')
+        check_paths(dirs=[('--save-dir', opt.save_dir), ('--logging-dir', opt.logging_dir),
+                          ('--save-plot-dir', opt.save_plot_dir)])
+        check_run(opt.save_dir, model_name, opt.resume_from, opt.overwrite, recipe, RECIPE)
+        train_loader, val_loader = loaders(opt, seed)
+    except ValueError as err:
+        return fail(str(err))
+    contexts = contexts_from(gpus=opt.gpus)
+    log = start_log(opt, os.path.join(opt.logging_dir, f'train_{model_name}.log'))
+    seed_everything(seed)
+    net.initialize(mx.init.Xavier(), ctx=contexts)
+    engine = Engine(net, recipe, contexts, train_loader, val_loader, CANVAS_CLASSES, model_name,
+                    opt.save_dir, plot_dir=opt.save_plot_dir, report=SegmentationReport(),
+                    task=Segmentation(CANVAS_CLASSES, opt.foreground_weight),
+                    run_info={'dataset': 'canvases', 'net': {'function': 'segmentation_network',
+                                                             'kwargs': kwargs}})
+    return run_engine(engine, log, opt.resume_from,
+                      lambda best: log.info('best_val_miou: %f', best))
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""What the engine trains for: the targets, loss, training statistics and held-out score of a
+task. :class:`Classification` is the original recipe's (image classification, Dai et al.,
+WACV 2021); :class:`Segmentation` trains the paper's long-skip scenario, an AFF-FPN, per pixel.
+
+The engine keeps the best checkpoint by a record's ``val_acc``: a task's score (top-1
+accuracy; mean IoU for segmentation, with ``val_miou`` naming it too).
+"""
+from __future__ import annotations
+
+import mxnet as mx
+import numpy as np
+from mxnet import gluon
+
+from .targets import mixup_batch, soft_targets
+
+__all__ = ['Classification', 'Segmentation', 'evaluate']
+
+
+def _split(batch, contexts):
+    data, label = batch[0], batch[1]
+    return (gluon.utils.split_and_load(data, ctx_list=contexts, batch_axis=0, even_split=False),
+            gluon.utils.split_and_load(label, ctx_list=contexts, batch_axis=0, even_split=False))
+
+
+def _reduce(sums, cluster, key):
+    if cluster is not None and cluster.can_reduce:
+        return cluster.allreduce(sums, key)
+    return sums
+
+
+def evaluate(net, loader, contexts, dtype='float32', cluster=None, beat=None):
+    """Top-1/top-5 accuracy and mean cross-entropy of ``net`` over ``loader`` (batches of
+    ``(data, label)``), BatchNorm on its running statistics. With a distributed ``cluster``
+    each worker passes its shard and all get the totals over every worker's shard."""
+    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+    totals = np.zeros(5)  # correct top-1, correct top-5, loss sum, samples, samples with top-5
+    for batch in loader:
+        data, labels = _split(batch, contexts)
+        for x, label in zip(data, labels):
+            out = net(x.astype(dtype, copy=False)).astype('float32')
+            label = label.astype('float32')
+            totals[:4] += [(out.argmax(axis=1) == label).sum().asscalar(), 0.0,
+                           loss_fn(out, label).sum().asscalar(), out.shape[0]]
+            if out.shape[1] >= 5:
+                top5 = mx.nd.topk(out, k=5, ret_typ='indices').astype('float32')
+                totals[1] += (top5 == label.reshape((-1, 1))).sum().asscalar()
+                totals[4] += out.shape[0]
+        if beat:
+            beat()
+    totals = _reduce(totals, cluster, 'evaluate')
+    if totals[3] == 0:
+        raise ValueError('the validation data is empty')
+    return {'val_acc': totals[0] / totals[3],
+            'val_top5': totals[1] / totals[4] if totals[4] else None,
+            'val_loss': totals[2] / totals[3]}
+
+
+class EpochStats:
+    """Running sums of one training epoch: the loss, the original's RMSE between the (mixed,
+    smoothed) targets and the softmax over ``axis`` 1, and the accuracy of the arg-max (per
+    sample, or per pixel for segmentation maps)."""
+
+    def __init__(self):
+        self.loss = self.samples = self.correct = self.counted = 0.0
+        self.rmse_sum = 0.0
+        self.rmse_count = 0
+
+    def update(self, outputs, targets, labels, losses):
+        for out, target, label, loss in zip(outputs, targets, labels, losses):
+            prob = mx.nd.softmax(out, axis=1)
+            self.rmse_sum += float(mx.nd.sqrt(((prob - target) ** 2).mean()).asscalar())
+            self.rmse_count += 1
+            hits = out.argmax(axis=1) == label.astype('float32')
+            self.correct += float(hits.sum().asscalar())
+            self.counted += hits.size
+            self.loss += float(loss.sum().asscalar())
+            self.samples += out.shape[0]
+
+    @property
+    def rmse(self):
+        return self.rmse_sum / max(1, self.rmse_count)
+
+    def as_dict(self, cluster=None):
+        """The epoch's statistics, over every worker's batches when ``cluster`` can sum."""
+        sums = np.array([self.loss, self.samples, self.correct, self.rmse_sum, self.rmse_count,
+                         self.counted])
+        loss, samples, correct, rmse_sum, rmse_count, counted = _reduce(sums, cluster,
+                                                                        'train_stats')
+        return {'train_rmse': rmse_sum / max(1, rmse_count),
+                'train_acc': correct / max(1.0, counted),
+                'train_loss': loss / max(1.0, samples), 'samples': int(samples)}
+
+
+class Classification:
+    """One label per image: mixup and label smoothing of one-hot targets, softmax
+    cross-entropy, top-1/top-5 accuracy."""
+
+    def __init__(self, classes):
+        self.classes = classes
+
+    def targets(self, data, labels, lam, eta):
+        return mixup_batch(data, labels, self.classes, lam, eta)
+
+    def loss_fn(self):
+        return gluon.loss.SoftmaxCrossEntropyLoss(sparse_label=False)
+
+    def new_stats(self):
+        return EpochStats()
+
+    def evaluate(self, net, loader, contexts, dtype, cluster, beat):
+        return evaluate(net, loader, contexts, dtype, cluster, beat)
+
+
+class WeightedPixelCrossEntropy(gluon.loss.Loss):
+    """Per-pixel softmax cross-entropy against soft targets ``(N, K, H, W)``, pixels whose
+    target is an object (not class 0) weighted ``foreground_weight`` times the background; the
+    mean over a sample's pixels."""
+
+    def __init__(self, foreground_weight=5.0, **kwargs):
+        super().__init__(weight=None, batch_axis=0, **kwargs)
+        self._foreground_weight = foreground_weight
+
+    def hybrid_forward(self, F, pred, target):
+        per_pixel = -F.sum(F.log_softmax(pred, axis=1) * target, axis=1)
+        background = F.slice_axis(target, axis=1, begin=0, end=1).reshape((0, -3, -2))
+        weight = 1 + (self._foreground_weight - 1) * (1 - background)
+        return F.mean((per_pixel * weight).reshape((0, -1)), axis=1)
+
+
+class Segmentation:
+    """A class per pixel (labels ``(N, H, W)``, scores ``(N, K, H, W)``): smoothed one-hot
+    targets per pixel (no mixup), :class:`WeightedPixelCrossEntropy`, and held-out mean IoU
+    over the classes present (the score: ``val_acc`` and ``val_miou``) with pixel accuracy."""
+
+    def __init__(self, classes, foreground_weight=5.0):
+        self.classes = classes
+        self.foreground_weight = foreground_weight
+
+    def targets(self, data, labels, lam, eta):
+        if lam != 1:
+            raise ValueError('mixup does not apply to segmentation')
+        return data, soft_targets(labels, self.classes, eta).transpose((0, 3, 1, 2))
+
+    def loss_fn(self):
+        return WeightedPixelCrossEntropy(self.foreground_weight)
+
+    def new_stats(self):
+        return EpochStats()
+
+    def evaluate(self, net, loader, contexts, dtype, cluster, beat):
+        from ..segmentation import confusion, mean_iou
+        total = np.zeros((self.classes, self.classes))
+        for batch in loader:
+            for x, label in zip(*_split(batch, contexts)):
+                total += confusion(net(x.astype(dtype, copy=False)), label, self.classes)
+            if beat:
+                beat()
+        total = np.asarray(_reduce(total.ravel(), cluster, 'evaluate')).reshape(total.shape)
+        if total.sum() == 0:
+            raise ValueError('the validation data is empty')
+        miou = mean_iou(total)
+        return {'val_acc': miou, 'val_miou': miou,
+                'val_pixel_acc': float(np.trace(total) / total.sum())}
