@@ -351,7 +351,7 @@ def check_entry(entry, default_impl):
     from .zoo import model_info
     if fusion and 'askc_type' not in model_info(name).args:
         raise ValueError(f'{entry!r}: {name} takes no askc_type')
-    if fusion:
+    if fusion and fusion != 'concat':  # concat: the Inception networks' merge
         resolve_fusion_name(fusion)
 
 
