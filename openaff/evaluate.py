@@ -90,6 +90,10 @@ def resolve(name_or_path):
     if record is None:
         raise ValueError(f'cannot tell the architecture of {path}: give a zoo name, a released '
                          f'file, or keep the training run\'s *-checkpoint.json beside it')
+    if 'class' not in record.get('net', {}):
+        raise ValueError(f'{path} is a {record.get("dataset", "non-classification")} '
+                         f'segmentation run: this command scores classifiers (the run\'s '
+                         f'checkpoint record holds its held-out mean IoU per epoch)')
     accuracy = _logged_accuracy(record, path)
     return Target(record['net']['class'], record['net']['kwargs'], path, record['dataset'],
                   record.get('labels', 'fine'), record.get('input_size', 32),

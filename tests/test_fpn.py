@@ -121,7 +121,10 @@ def test_train_segmentation_runs_on_the_engine_and_resumes(tmp_path, capsys):
     assert [r['epoch'] for r in record['history']] == [0, 1]
     assert all(0 <= r['val_miou'] <= 1 and r['val_acc'] == r['val_miou'] for r in record['history'])
     best = max(r['val_miou'] for r in record['history'])
-    assert list((tmp_path / 'run').glob(f'{best:.4f}-canvases-AFF-FPN-*-best.params'))
+    best_file = next((tmp_path / 'run').glob(f'{best:.4f}-canvases-AFF-FPN-*-best.params'))
+    from openaff.cli import evaluate
+    assert evaluate.main([str(best_file)]) == 2
+    assert 'segmentation run' in capsys.readouterr().err
     assert train_segmentation.main(args + ['--num-epochs', '2']) == 2  # an earlier run is kept
     assert 'holds a run' in capsys.readouterr().err
     assert train_segmentation.main(args + ['--num-epochs', '2', '--size', '12']) == 2

@@ -25,8 +25,9 @@ from mxnet.gluon.block import HybridBlock
 
 from . import native
 
-__all__ = ['AttentionalFusion', 'Stage', 'GlobalAvgPool', 'global_pooling', 'context_branch', 'concat_channels', 'implementation',
-           'current_implementation', 'exportable', 'IMPLEMENTATIONS', 'COMBINE_RULES', 'SOURCES']
+__all__ = ['AttentionalFusion', 'Stage', 'GlobalAvgPool', 'global_pooling', 'context_branch',
+           'concat_channels', 'implementation', 'current_implementation', 'exportable',
+           'IMPLEMENTATIONS', 'POOLINGS', 'COMBINE_RULES', 'SOURCES']
 
 def context_branch(prefix: str, widths: Sequence[int], pooled: bool = False, groups: int = 1,
                    out_act: str | None = None, head: Sequence[nn.HybridBlock] = ()):
