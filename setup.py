@@ -31,7 +31,7 @@ setup(
     python_requires='>=3.8,<3.12',
     packages=find_packages(include=['openaff', 'openaff.*']),
     # the native operators are compiled on first use from this source (openaff/ops)
-    package_data={'openaff.ops': ['*.cc', '*.map']},
+    package_data={'openaff.ops': ['*.cc', '*.h', '*.map']},
     install_requires=STACK,
     extras_require={
         'cpu': ['mxnet==1.9.1'],

@@ -9,7 +9,7 @@ class as a registered configuration), :mod:`~.multi` (AFF of N inputs), :mod:`~.
 """
 from .core import (COMBINE_RULES, IMPLEMENTATIONS, POOLINGS, SOURCES, AttentionalFusion,
                    GlobalAvgPool, Stage, concat_channels, context_branch, current_implementation,
-                   exportable, global_pooling, implementation)
+                   exportable, global_pooling, graph_mode, implementation)
 from .registry import ALIASES, FUSIONS, get_fusion, list_fusions, register, resolve_fusion_name
 from .catalog import *  # noqa: F401,F403  (registers the catalog)
 from .catalog import AFF, MSCAM, iAFF
@@ -17,6 +17,6 @@ from .multi import MultiAFF
 
 __all__ = ['AttentionalFusion', 'Stage', 'context_branch', 'concat_channels', 'get_fusion',
            'list_fusions', 'resolve_fusion_name', 'register', 'implementation',
-           'current_implementation', 'exportable', 'global_pooling', 'GlobalAvgPool',
+           'current_implementation', 'exportable', 'global_pooling', 'graph_mode', 'GlobalAvgPool',
            'IMPLEMENTATIONS', 'POOLINGS', 'COMBINE_RULES', 'SOURCES', 'FUSIONS', 'ALIASES', 'MSCAM',
            'AFF', 'iAFF', 'MultiAFF']

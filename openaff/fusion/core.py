@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Sequence
 
+import mxnet as mx
 from mxnet.gluon import nn
 from mxnet.gluon.block import HybridBlock
 
@@ -27,7 +28,7 @@ from . import native
 
 __all__ = ['AttentionalFusion', 'Stage', 'GlobalAvgPool', 'global_pooling', 'context_branch',
            'concat_channels', 'implementation', 'current_implementation', 'exportable',
-           'IMPLEMENTATIONS', 'POOLINGS', 'COMBINE_RULES', 'SOURCES']
+           'graph_mode', 'GRAPH_MODES', 'IMPLEMENTATIONS', 'POOLINGS', 'COMBINE_RULES', 'SOURCES']
 
 def context_branch(prefix: str, widths: Sequence[int], pooled: bool = False, groups: int = 1,
                    out_act: str | None = None, head: Sequence[nn.HybridBlock] = ()):
@@ -123,6 +124,32 @@ def exportable():
         yield
     finally:
         _EXPORTABLE.reset(token)
+
+
+GRAPH_MODES = ('any', 'inference')
+_GRAPH_MODE = contextvars.ContextVar('openaff_graph_mode', default='any')
+
+
+@contextmanager
+def graph_mode(mode):
+    """Declare what the symbolic graphs traced in this context will run: ``'any'`` (the
+    default: training, inference, gradients) or ``'inference'`` only (no gradient, BatchNorms
+    on their running statistics). Inference graphs compute each MS-CAM soft selection with
+    one fused native operator (``openaff_mscam_select``: BatchNorms folded into the 1x1
+    convolutions, pooling, both branches and the selection in two passes over the maps).
+    The networks of :mod:`openaff.models` trace a graph per mode by themselves
+    (:class:`~openaff.models.FusionNetwork`); a network of your own that hybridizes must
+    only declare ``'inference'`` around a graph it will never train."""
+    with _setting(_GRAPH_MODE, mode, GRAPH_MODES, 'graph mode'):
+        yield
+
+
+def inference_only(F):
+    """Whether the symbolic graph being traced will only run inference, as declared by
+    :func:`graph_mode`. Imperative calls always take the general path: one block then gives
+    the same numbers on its first call (whose parameters have no shapes yet, so nothing can
+    be folded) as on every later one."""
+    return F is mx.symbol and _GRAPH_MODE.get() == 'inference'
 
 
 IMPLEMENTATIONS = ('native', 'fast', 'reference')
@@ -239,6 +266,9 @@ class AttentionalFusion(HybridBlock):
         self._fused_pairs = [native.local_global_pair(stage, pooled) for stage in stages]
         if return_weight and self._fused_pairs:
             self._fused_pairs[-1] = None  # the weights themselves are the output
+        specs = dict(branches)
+        self._foldable = all(pair and all(native.mlp_branch(specs[name]) for name in pair)
+                             for pair in self._fused_pairs)
         with self.name_scope():
             for name, spec in branches:
                 setattr(self, name, context_branch(name, **spec))
@@ -282,6 +312,10 @@ class AttentionalFusion(HybridBlock):
             source = getattr(self, self._pre)(source)
         if (any(self._fused_pairs) and _IMPLEMENTATION.get() == 'native' and not _EXPORTABLE.get()
                 and native.ready(self)):
+            if self._foldable and inference_only(F):
+                folded = self._folded_forward(F, x, residual, source)
+                if folded is not None:
+                    return folded
             return self._native_forward(F, x, residual, source)
         for stage in self._stages:
             weight = self._weight(F, stage, source)
@@ -309,3 +343,21 @@ class AttentionalFusion(HybridBlock):
             source = F.openaff_soft_select(native.plain_copy(F, local), glob, plain[0], plain[1],
                                            scale=stage.scale)
         return weight if self._return_weight else source
+
+    def _folded_forward(self, F, x, residual, source):
+        """Inference only: every stage as one ``openaff_mscam_select`` (BatchNorms on running
+        statistics folded into the convolutions), or None where its inputs cannot be folded."""
+        plain = (native.plain_copy(F, x), native.plain_view(F, residual))
+        sum_source = self._source == 'sum' and not self._pre
+        if not sum_source:
+            source = plain[0] if self._source == 'x' and not self._pre else \
+                native.plain_copy(F, source)
+        for stage, pair in zip(self._stages, self._fused_pairs):
+            inputs, eps = zip(*(native.branch_inputs(getattr(self, name)) for name in pair))
+            if None in inputs or len(set().union(*eps)) != 1:
+                return None
+            lead = plain if sum_source else (source, *plain)
+            source = F.openaff_mscam_select(*lead, *inputs[0], *inputs[1], scale=stage.scale,
+                                            sum_source=sum_source, eps=eps[0].pop())
+            sum_source = False
+        return source

@@ -5,7 +5,9 @@ Dai et al., WACV 2021, Sec. 3.3) in one pass, on CPU float32 only, with plain-la
 """
 from __future__ import annotations
 
+import mxnet as mx
 import numpy as np
+from mxnet.gluon import nn
 
 from .. import ops
 
@@ -52,3 +54,40 @@ def local_global_pair(stage, pooled):
     local = [name for name in stage.branches if not pooled[name]]
     glob = [name for name in stage.branches if pooled[name]]
     return (local[0], glob[0]) if len(local) == len(glob) == 1 else None
+
+
+
+# The widest fusion the inference operator computes. Its hand-written 1x1 products run at a
+# fraction of oneDNN's rate, which the saved passes over the maps outweigh up to here. One
+# hybridized AFF block, inference, 2 cores, blocked-layout inputs: 1.7-2.4x faster at 16-128
+# channels, 1.2-1.4x at 256, 1.1x at 512, 0.8-1.0x at 1024, 0.4-0.5x at 2048; inside
+# AFF-ResNet-50 (batch 8) folding up to 512 channels was 1-4 % slower, up to 256 even.
+FOLD_MAX_CHANNELS = 256
+
+
+def mlp_branch(spec):
+    """Whether a :func:`~.core.context_branch` spec is MS-CAM's ``conv BN ReLU conv BN``
+    (dense 1x1 convolutions, nothing before or after) of at most ``FOLD_MAX_CHANNELS``
+    channels: what ``openaff_mscam_select`` folds."""
+    widths = spec.get('widths', ())
+    return (len(widths) == 2 and max(widths) <= FOLD_MAX_CHANNELS
+            and spec.get('groups', 1) == 1 and not spec.get('out_act') and not spec.get('head'))
+
+
+def branch_inputs(branch):
+    """``(symbols, eps)``: the operator's twelve inputs for one MS-CAM branch (per conv/BN
+    pair the conv's weight and bias, the BatchNorm's gamma, beta, running mean and running
+    variance) and the BatchNorms' epsilons; ``(None, None)`` when they cannot be folded: a
+    BatchNorm fixes gamma, a convolution has no bias, or the shapes are not known yet."""
+    layers = list(branch._children.values())
+    convs = [layer for layer in layers if isinstance(layer, nn.Conv2D)]
+    norms = [layer for layer in layers if isinstance(layer, nn.BatchNorm)]
+    if any(norm._kwargs.get('fix_gamma') for norm in norms):
+        return None, None
+    params = [p for conv, norm in zip(convs, norms) for p in (
+        conv.weight, conv.bias, norm.gamma, norm.beta, norm.running_mean, norm.running_var)]
+    if any(p is None for p in params):  # a convolution without bias
+        return None, None
+    if any(0 in p.shape for p in params):  # deferred: the first forward infers the shapes
+        return None, None
+    return [p.var() for p in params], {norm._kwargs['eps'] for norm in norms}

@@ -6,6 +6,8 @@ import mxnet as mx
 from mxnet import autograd
 from mxnet.gluon import HybridBlock, nn
 
+from ..fusion import graph_mode
+
 
 def check_numbers(layers, classes, start_layer, widths=()):
     """``ValueError`` for numbers a network cannot be built from (before any layer is)."""
@@ -28,6 +30,37 @@ class FusionNetwork(HybridBlock):
     the process on it). ``min_input_size`` is the smallest spatial side its strides allow."""
 
     min_input_size = 1
+
+    # One graph per mode when hybridized: calls that neither record gradients nor train run
+    # a graph traced inside graph_mode('inference'), whose MS-CAM selections are one fused
+    # operator each with the BatchNorms folded (see openaff.fusion.graph_mode); the other
+    # calls run the graph for any use. Each keeps its own CachedOp (and static memory).
+    def _call_cached_op(self, *args):
+        mode = 'any' if autograd.is_recording() or autograd.is_training() else 'inference'
+        if mode == 'inference' and not self._has_graph(mode) and any(
+                p._data is None for p in self.collect_params().values()):
+            self._run_in_mode('any', args)  # infers the shapes the folded graph needs
+        return self._run_in_mode(mode, args)
+
+    def _has_graph(self, mode):
+        if getattr(self, '_graph_mode', None) == mode:
+            return self._cached_op is not None
+        return self._mode_graphs.get(mode, (None, None))[1] is not None
+
+    def _run_in_mode(self, mode, args):
+        current = getattr(self, '_graph_mode', None) or 'any'  # None: built by optimize_for
+        if mode != current:
+            graphs = self._mode_graphs
+            graphs[current] = (self._cached_graph, self._cached_op, self._cached_op_args)
+            self._cached_graph, self._cached_op, self._cached_op_args = graphs.pop(
+                mode, ((), None, []))
+        self._graph_mode = mode
+        with graph_mode(mode):
+            return super()._call_cached_op(*args)
+
+    def _clear_cached_op(self):
+        super()._clear_cached_op()
+        self._mode_graphs, self._graph_mode = {}, None
 
     def forward(self, x, *args):
         if isinstance(x, mx.nd.NDArray):

@@ -27,7 +27,8 @@ import mxnet as mx
 __all__ = ['available', 'library_path', 'build', 'intact', 'SOURCES']
 
 HERE = pathlib.Path(__file__).parent
-SOURCES = (HERE / 'soft_select.cc',)
+SOURCES = (HERE / 'soft_select.cc', HERE / 'mscam_select.cc')
+HEADERS = (HERE / 'sigmoid.h',)
 EXPORTS = HERE / 'exports.map'  # linker version script: only MXNet's entry points are public
 _STATE = {}
 
@@ -59,7 +60,7 @@ def _flags():
 def library_path():
     """Where the built library for this source, MXNet, compiler and CPU is cached."""
     digest = hashlib.sha1()
-    for part in [path.read_bytes() for path in (*SOURCES, EXPORTS)] + [
+    for part in [path.read_bytes() for path in (*SOURCES, *HEADERS, EXPORTS)] + [
             mx.__version__, str(_compiler()), ' '.join(_flags()), _cpu_signature()]:
         digest.update(part if isinstance(part, bytes) else part.encode())
     root = pathlib.Path(os.environ.get('OPENAFF_CACHE', pathlib.Path.home() / '.cache' / 'openaff'))
