@@ -267,8 +267,9 @@ class AttentionalFusion(HybridBlock):
         if return_weight and self._fused_pairs:
             self._fused_pairs[-1] = None  # the weights themselves are the output
         specs = dict(branches)
-        self._foldable = all(pair and all(native.mlp_branch(specs[name]) for name in pair)
-                             for pair in self._fused_pairs)
+        self._foldable = bool(self._fused_pairs) and all(
+            pair and all(native.mlp_branch(specs[name]) for name in pair)
+            for pair in self._fused_pairs)
         with self.name_scope():
             for name, spec in branches:
                 setattr(self, name, context_branch(name, **spec))

@@ -1,11 +1,13 @@
-"""Dispatch of the fusion stages to the fused C++ soft selection (:mod:`openaff.ops`).
+"""Dispatch of the fusion stages to the fused C++ operators (:mod:`openaff.ops`), on CPU
+float32 only, with plain-layout inputs.
 
-The operator computes ``scale * (y + sigmoid(local + global) * (x - y))`` (AFF's selection,
-Dai et al., WACV 2021, Sec. 3.3) in one pass, on CPU float32 only, with plain-layout inputs.
+``openaff_soft_select`` computes ``scale * (y + sigmoid(local + global) * (x - y))`` (AFF's
+selection, Dai et al., WACV 2021, Sec. 3.3) in one pass, with its gradient.
+``openaff_mscam_select`` computes a whole MS-CAM selection, branches included, for graphs
+that only run inference (:func:`~.core.graph_mode`).
 """
 from __future__ import annotations
 
-import mxnet as mx
 import numpy as np
 from mxnet.gluon import nn
 

@@ -3,7 +3,10 @@
 MXNet 1.9.1 on CPU has no oneDNN element-wise multiply: the Python form of AFF's soft
 selection (Dai et al., WACV 2021, Sec. 3.3) runs as several broadcast operators, each of which
 reorders its oneDNN-layout inputs to the plain layout and makes its own pass over the maps.
-``openaff_soft_select`` does the whole selection in one pass. It is compiled with the system
+``openaff_soft_select`` does the whole selection in one pass, forward and backward.
+``openaff_mscam_select`` is the whole MS-CAM selection for inference graphs: both context
+branches with their BatchNorms folded into the 1x1 convolutions, the global pooling and the
+selection, in two passes over the maps (no backward). They are compiled with the system
 C++ compiler against the headers shipped in the mxnet wheel (MXNet's extension library API),
 cached per source, MXNet version and CPU, and loaded with :func:`mxnet.library.load`.
 
