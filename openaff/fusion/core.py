@@ -138,8 +138,9 @@ def graph_mode(mode):
     one fused native operator (``openaff_mscam_select``: BatchNorms folded into the 1x1
     convolutions, pooling, both branches and the selection in two passes over the maps).
     The networks of :mod:`openaff.models` trace a graph per mode by themselves
-    (:class:`~openaff.models.FusionNetwork`); a network of your own that hybridizes must
-    only declare ``'inference'`` around a graph it will never train."""
+    (``FusionNetwork``); a network of your own that hybridizes must only declare
+    ``'inference'`` around a graph it will never train, traced after a first forward (before
+    it the parameters have no shapes to fold, and the blocks keep the general form)."""
     with _setting(_GRAPH_MODE, mode, GRAPH_MODES, 'graph mode'):
         yield
 
