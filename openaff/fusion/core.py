@@ -355,11 +355,12 @@ class AttentionalFusion(HybridBlock):
             source = plain[0] if self._source == 'x' and not self._pre else \
                 native.plain_copy(F, source)
         for stage, pair in zip(self._stages, self._fused_pairs):
-            inputs, eps = zip(*(native.branch_inputs(getattr(self, name)) for name in pair))
-            if None in inputs or len(set().union(*eps)) != 1:
-                return None
+            (local, local_eps), (glob, glob_eps) = (native.branch_inputs(getattr(self, name))
+                                                    for name in pair)
+            if local is None or glob is None or len(local_eps | glob_eps) != 1:
+                return None  # not foldable: the operator takes one epsilon
             lead = plain if sum_source else (source, *plain)
-            source = F.openaff_mscam_select(*lead, *inputs[0], *inputs[1], scale=stage.scale,
-                                            sum_source=sum_source, eps=eps[0].pop())
+            source = F.openaff_mscam_select(*lead, *local, *glob, scale=stage.scale,
+                                            sum_source=sum_source, eps=min(local_eps))
             sum_source = False
         return source

@@ -58,7 +58,6 @@ def local_global_pair(stage, pooled):
     return (local[0], glob[0]) if len(local) == len(glob) == 1 else None
 
 
-
 # The widest fusion the inference operator computes. Its hand-written 1x1 products run at a
 # fraction of oneDNN's rate, which the saved passes over the maps outweigh up to here. One
 # hybridized AFF block, inference, 2 cores, blocked-layout inputs: 1.7-2.4x faster at 16-128
