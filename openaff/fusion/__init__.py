@@ -2,10 +2,10 @@
 
 ``get_fusion(name, channels, r)`` builds any of them by class name (``'ASKCFuse'``), original
 ``askc_type`` string (``'ResGlobLocaforGlobLocaCha'``) or paper name (``'MSCAM'``, ``'AFF'``,
-``'iAFF'``). The package: :mod:`~.core` (context branches, stages, combine rules, the algebra
-and global-pooling switches), :mod:`~.native` (dispatch to the fused C++ operator), :mod:`~.catalog` (every original
-class as a registered configuration), :mod:`~.multi` (AFF of N inputs), :mod:`~.registry`
-(lookup).
+``'iAFF'``). The package: :mod:`~.core` (context branches, stages, combine rules, the algebra,
+global-pooling and graph-mode switches), :mod:`~.native` (dispatch to the fused C++
+operators), :mod:`~.catalog` (every original class as a registered configuration),
+:mod:`~.multi` (AFF of N inputs), :mod:`~.registry` (lookup).
 """
 from .core import (COMBINE_RULES, IMPLEMENTATIONS, POOLINGS, SOURCES, AttentionalFusion,
                    GlobalAvgPool, Stage, concat_channels, context_branch, current_implementation,
