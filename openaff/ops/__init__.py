@@ -31,7 +31,7 @@ __all__ = ['available', 'library_path', 'build', 'intact', 'SOURCES']
 
 HERE = pathlib.Path(__file__).parent
 SOURCES = (HERE / 'soft_select.cc', HERE / 'mscam_select.cc')
-HEADERS = (HERE / 'sigmoid.h',)
+HEADERS = (HERE / 'attributes.h', HERE / 'sigmoid.h')
 EXPORTS = HERE / 'exports.map'  # linker version script: only MXNet's entry points are public
 _STATE = {}
 

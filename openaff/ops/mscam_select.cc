@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "attributes.h"
 #include "mxnet/lib_api.h"
 #include "sigmoid.h"
 
@@ -55,16 +56,9 @@ struct Options {
   float eps = 1e-5f;
 };
 
-Options options_of(const std::unordered_map<std::string, std::string>& attrs) {
-  Options o;
-  auto found = attrs.find("scale");
-  if (found != attrs.end()) o.scale = std::stof(found->second);
-  found = attrs.find("sum_source");
-  o.sum_source = found != attrs.end() &&
-                 (found->second == "1" || found->second == "True" || found->second == "true");
-  found = attrs.find("eps");
-  if (found != attrs.end()) o.eps = std::stof(found->second);
-  return o;
+Options options_of(const openaff::Attributes& attrs) {
+  return {openaff::number(attrs, "scale", 1.0f), openaff::flag(attrs, "sum_source"),
+          openaff::number(attrs, "eps", 1e-5f)};
 }
 
 int64_t round_up(int64_t n) { return (n + kBlock - 1) / kBlock * kBlock; }
@@ -280,17 +274,9 @@ MXReturnValue parse_attrs(const std::unordered_map<std::string, std::string>& at
   return MX_SUCCESS;
 }
 
-MXReturnValue infer_type(const std::unordered_map<std::string, std::string>&,
-                         std::vector<int>* in_types, std::vector<int>* out_types) {
-  for (size_t i = 0; i < in_types->size(); ++i) {
-    if (in_types->at(i) != kFloat32) {
-      MX_ERROR_MSG << "openaff_mscam_select supports float32 only; input " << i
-                   << " has type code " << in_types->at(i);
-      return MX_FAIL;
-    }
-  }
-  for (auto& type : *out_types) type = kFloat32;
-  return MX_SUCCESS;
+MXReturnValue infer_type(const openaff::Attributes&, std::vector<int>* in_types,
+                         std::vector<int>* out_types) {
+  return openaff::float32_only("openaff_mscam_select", in_types, out_types);
 }
 
 // conv weights (out, in, 1, 1) and per-channel vectors of `out` for one branch

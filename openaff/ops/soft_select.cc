@@ -20,6 +20,7 @@
 #include <string>
 #include <type_traits>
 
+#include "attributes.h"
 #include "mxnet/lib_api.h"
 #include "sigmoid.h"
 
@@ -34,18 +35,8 @@ struct Options {
   bool y_is_sum = false;
 };
 
-bool flag(const std::unordered_map<std::string, std::string>& attrs, const char* name) {
-  auto found = attrs.find(name);
-  return found != attrs.end() && (found->second == "1" || found->second == "True" ||
-                                  found->second == "true");
-}
-
-Options options_of(const std::unordered_map<std::string, std::string>& attrs) {
-  Options o;
-  auto found = attrs.find("scale");
-  if (found != attrs.end()) o.scale = std::stof(found->second);
-  o.y_is_sum = flag(attrs, "y_is_sum");
-  return o;
+Options options_of(const openaff::Attributes& attrs) {
+  return {openaff::number(attrs, "scale", 1.0f), openaff::flag(attrs, "y_is_sum")};
 }
 
 // planes = N*C, each plane holds `area` elements sharing one global logit
@@ -151,17 +142,9 @@ MXReturnValue parse_attrs(const std::unordered_map<std::string, std::string>&,
   return MX_SUCCESS;
 }
 
-MXReturnValue infer_type(const std::unordered_map<std::string, std::string>&,
-                         std::vector<int>* in_types, std::vector<int>* out_types) {
-  for (size_t i = 0; i < in_types->size(); ++i) {
-    if (in_types->at(i) != kFloat32) {
-      MX_ERROR_MSG << "openaff_soft_select supports float32 only; input " << i
-                   << " has type code " << in_types->at(i);
-      return MX_FAIL;
-    }
-  }
-  for (auto& type : *out_types) type = kFloat32;
-  return MX_SUCCESS;
+MXReturnValue infer_type(const openaff::Attributes&, std::vector<int>* in_types,
+                         std::vector<int>* out_types) {
+  return openaff::float32_only("openaff_soft_select", in_types, out_types);
 }
 
 MXReturnValue infer_shape(const std::unordered_map<std::string, std::string>&,
