@@ -60,9 +60,9 @@ def local_global_pair(stage, pooled):
 
 # The widest fusion the inference operator computes. Its hand-written 1x1 products run at a
 # fraction of oneDNN's rate, which the saved passes over the maps outweigh up to here. One
-# hybridized AFF block, inference, 2 cores, blocked-layout inputs: 1.7-2.4x faster at 16-128
-# channels, 1.2-1.4x at 256, 1.1x at 512, 0.8-1.0x at 1024, 0.4-0.5x at 2048; inside
-# AFF-ResNet-50 (batch 8) folding up to 512 channels was 1-4 % slower, up to 256 even.
+# hybridized AFF block, inference, 2 cores, blocked-layout inputs, folded speed-up: 1.8-2.2x
+# at 16-128 channels, 1.3-1.6x at 256, 1.0x at 512, 0.9x at 1024, 0.5-0.7x at 2048; inside
+# AFF-ResNet-50 (batch 8) folding up to 512 channels was 1-4 % slower.
 FOLD_MAX_CHANNELS = 256
 
 
