@@ -126,28 +126,21 @@ def exportable():
         _EXPORTABLE.reset(token)
 
 
-GRAPH_MODES = ('any', 'inference', 'training')
+GRAPH_MODES = ('any', 'inference')
 _GRAPH_MODE = contextvars.ContextVar('openaff_graph_mode', default='any')
 
 
 @contextmanager
 def graph_mode(mode):
-    """Declare what the symbolic graphs traced in this context will run:
-
-    * ``'any'`` (the default): training, inference, gradients in either mode;
-    * ``'inference'``: no gradient, BatchNorms on their running statistics. Each MS-CAM soft
-      selection is one fused native operator (``openaff_mscam_select``: BatchNorms folded into
-      the 1x1 convolutions, pooling, both branches and the selection in two passes);
-    * ``'training'``: training mode only (``autograd.is_training()``: BatchNorms on batch
-      statistics). The local branch and the selection of each MS-CAM soft selection are one
-      fused native operator with its gradient (``openaff_local_select``), which updates the
-      local BatchNorms' running statistics in its forward pass (mxnet's BatchNorm does in
-      its backward: the same update for every step that runs one).
-
+    """Declare what the symbolic graphs traced in this context will run: ``'any'`` (the
+    default: training, inference, gradients) or ``'inference'`` only (no gradient, BatchNorms
+    on their running statistics). Inference graphs compute each MS-CAM soft selection with
+    one fused native operator (``openaff_mscam_select``: BatchNorms folded into the 1x1
+    convolutions, pooling, both branches and the selection in two passes over the maps).
     The networks of :mod:`openaff.models` trace a graph per mode by themselves
-    (``FusionNetwork``); a network of your own that hybridizes must only declare a mode
-    around a graph it will run only that way, traced after its parameters have shapes
-    (before that, the blocks keep the general form)."""
+    (``FusionNetwork``); a network of your own that hybridizes must only declare
+    ``'inference'`` around a graph it will never train, traced after a first forward (before
+    it the parameters have no shapes to fold, and the blocks keep the general form)."""
     with _setting(_GRAPH_MODE, mode, GRAPH_MODES, 'graph mode'):
         yield
 
@@ -158,12 +151,6 @@ def inference_only(F):
     the same numbers on its first call (whose parameters have no shapes yet, so nothing can
     be folded) as on every later one."""
     return F is mx.symbol and _GRAPH_MODE.get() == 'inference'
-
-
-def training_only(F):
-    """Whether the symbolic graph being traced will only run in training mode, as declared by
-    :func:`graph_mode` (imperative calls take the general path, see :func:`inference_only`)."""
-    return F is mx.symbol and _GRAPH_MODE.get() == 'training'
 
 
 IMPLEMENTATIONS = ('native', 'fast', 'reference')
@@ -284,9 +271,6 @@ class AttentionalFusion(HybridBlock):
         self._foldable = bool(self._fused_pairs) and all(
             pair and all(native.mlp_branch(specs[name]) for name in pair)
             for pair in self._fused_pairs)
-        self._trainable = bool(self._fused_pairs) and all(
-            pair and native.mlp_branch(specs[pair[0]], native.TRAIN_MAX_CHANNELS)
-            for pair in self._fused_pairs)
         with self.name_scope():
             for name, spec in branches:
                 setattr(self, name, context_branch(name, **spec))
@@ -334,10 +318,6 @@ class AttentionalFusion(HybridBlock):
                 folded = self._folded_forward(F, x, residual, source)
                 if folded is not None:
                     return folded
-            if self._trainable and training_only(F):
-                trained = self._training_forward(F, x, residual, source)
-                if trained is not None:
-                    return trained
             return self._native_forward(F, x, residual, source)
         for stage in self._stages:
             weight = self._weight(F, stage, source)
@@ -383,22 +363,4 @@ class AttentionalFusion(HybridBlock):
             source = F.openaff_mscam_select(*lead, *local, *glob, scale=stage.scale,
                                             sum_source=sum_source, eps=min(local_eps))
             sum_source = False
-        return source
-
-    def _training_forward(self, F, x, residual, source):
-        """Training mode only: every stage's local branch and selection as one
-        ``openaff_local_select``, the global branch with MXNet's operators (whose rounding in
-        the ill-conditioned BatchNorms over pooled maps is the original's, see
-        :meth:`_native_forward`); None where a local branch cannot be fused."""
-        branches = [native.training_inputs(getattr(self, local)) for local, _ in self._fused_pairs]
-        if not all(branches):
-            return None
-        plain = (native.plain_copy(F, x), native.plain_view(F, residual))
-        if self._pre or self._source == 'concat':
-            source = native.plain_copy(F, source)
-        else:  # the sum of the plain copies: no conversion of its own
-            source = plain[0] + plain[1] if self._source == 'sum' else plain[0]
-        for stage, (_, glob), (inputs, options) in zip(self._stages, self._fused_pairs, branches):
-            source = F.openaff_local_select(source, *plain, getattr(self, glob)(source), *inputs,
-                                            scale=stage.scale, **options)[0]
         return source

@@ -4,8 +4,7 @@ float32 only, with plain-layout inputs.
 ``openaff_soft_select`` computes ``scale * (y + sigmoid(local + global) * (x - y))`` (AFF's
 selection, Dai et al., WACV 2021, Sec. 3.3) in one pass, with its gradient.
 ``openaff_mscam_select`` computes a whole MS-CAM selection, branches included, for graphs
-that only run inference; ``openaff_local_select`` the local branch (BatchNorms on batch
-statistics) and the selection for training graphs, with its gradient (:func:`~.core.graph_mode`).
+that only run inference (:func:`~.core.graph_mode`).
 """
 from __future__ import annotations
 
@@ -67,49 +66,13 @@ def local_global_pair(stage, pooled):
 FOLD_MAX_CHANNELS = 256
 
 
-# The widest local branch the training operator computes (see FOLD_MAX_CHANNELS).
-TRAIN_MAX_CHANNELS = 256
-
-
-def mlp_branch(spec, max_channels=FOLD_MAX_CHANNELS):
+def mlp_branch(spec):
     """Whether a :func:`~.core.context_branch` spec is MS-CAM's ``conv BN ReLU conv BN``
-    (dense 1x1 convolutions, nothing before or after) of at most ``max_channels`` channels:
-    what ``openaff_mscam_select`` folds and ``openaff_local_select`` trains."""
+    (dense 1x1 convolutions, nothing before or after) of at most ``FOLD_MAX_CHANNELS``
+    channels: what ``openaff_mscam_select`` folds."""
     widths = spec.get('widths', ())
-    return (len(widths) == 2 and max(widths) <= max_channels
+    return (len(widths) == 2 and max(widths) <= FOLD_MAX_CHANNELS
             and spec.get('groups', 1) == 1 and not spec.get('out_act') and not spec.get('head'))
-
-
-def _conv_norm_pairs(branch):
-    layers = list(branch._children.values())
-    convs = [layer for layer in layers if isinstance(layer, nn.Conv2D)]
-    norms = [layer for layer in layers if isinstance(layer, nn.BatchNorm)]
-    return convs, norms
-
-
-def _pair_params(convs, norms):
-    """Per conv/BN pair the conv's weight and bias, the BatchNorm's gamma, beta, running mean
-    and running variance, as symbols; None when a convolution has no bias or the shapes are
-    not known yet (the first forward infers them)."""
-    params = [p for conv, norm in zip(convs, norms) for p in (
-        conv.weight, conv.bias, norm.gamma, norm.beta, norm.running_mean, norm.running_var)]
-    if any(p is None for p in params) or any(0 in p.shape for p in params):
-        return None
-    return [p.var() for p in params]
-
-
-def training_inputs(branch):
-    """``(symbols, attributes)`` of ``openaff_local_select`` for a local MS-CAM branch (see
-    :func:`_pair_params`), or None where the operator cannot train it: a BatchNorm fixes gamma
-    or uses its running statistics, or the two differ in epsilon or momentum."""
-    convs, norms = _conv_norm_pairs(branch)
-    options = [(n._kwargs['eps'], n._kwargs['momentum']) for n in norms]
-    if any(n._kwargs.get('fix_gamma') or n._kwargs.get('use_global_stats')
-           or n._kwargs.get('axis', 1) != 1 for n in norms) or len(set(options)) != 1:
-        return None
-    symbols = _pair_params(convs, norms)
-    eps, momentum = options[0]
-    return symbols and (symbols, {'eps': eps, 'momentum': momentum})
 
 
 def branch_inputs(branch):
@@ -117,7 +80,15 @@ def branch_inputs(branch):
     pair the conv's weight and bias, the BatchNorm's gamma, beta, running mean and running
     variance) and the BatchNorms' epsilons; ``(None, None)`` when they cannot be folded: a
     BatchNorm fixes gamma, a convolution has no bias, or the shapes are not known yet."""
-    convs, norms = _conv_norm_pairs(branch)
-    symbols = None if any(n._kwargs.get('fix_gamma') for n in norms) else \
-        _pair_params(convs, norms)
-    return (symbols, {norm._kwargs['eps'] for norm in norms}) if symbols else (None, None)
+    layers = list(branch._children.values())
+    convs = [layer for layer in layers if isinstance(layer, nn.Conv2D)]
+    norms = [layer for layer in layers if isinstance(layer, nn.BatchNorm)]
+    if any(norm._kwargs.get('fix_gamma') for norm in norms):
+        return None, None
+    params = [p for conv, norm in zip(convs, norms) for p in (
+        conv.weight, conv.bias, norm.gamma, norm.beta, norm.running_mean, norm.running_var)]
+    if any(p is None for p in params):  # a convolution without bias
+        return None, None
+    if any(0 in p.shape for p in params):  # deferred: the first forward infers the shapes
+        return None, None
+    return [p.var() for p in params], {norm._kwargs['eps'] for norm in norms}

@@ -31,35 +31,23 @@ class FusionNetwork(HybridBlock):
 
     min_input_size = 1
 
-    # One graph per mode when hybridized (see openaff.fusion.graph_mode): training-mode calls
-    # run a graph whose MS-CAM local branches and selections are one fused operator each with
-    # batch statistics, calls that neither record gradients nor train one with the BatchNorms
-    # folded, and the other calls (gradients in inference mode) the graph for any use. Each
-    # keeps its own CachedOp (and static memory); their parameters are shared.
+    # One graph per mode when hybridized: calls that neither record gradients nor train run
+    # a graph traced inside graph_mode('inference'), whose MS-CAM selections are one fused
+    # operator each with the BatchNorms folded (see openaff.fusion.graph_mode); the other
+    # calls run the graph for any use. Each keeps its own CachedOp (and static memory).
     def _call_cached_op(self, *args):
-        mode = 'training' if autograd.is_training() else \
-            'any' if autograd.is_recording() else 'inference'
-        if mode != 'any' and not self._has_graph(mode) and any(
+        mode = 'any' if autograd.is_recording() or autograd.is_training() else 'inference'
+        if mode == 'inference' and not self._has_graph(mode) and any(
                 p._data is None for p in self.collect_params().values()):
-            self._infer_shapes(args)  # the fused graphs need them when they are traced
+            self._run_in_mode('any', args)  # infers the shapes the folded graph needs
         return self._run_in_mode(mode, args)
-
-    def _infer_shapes(self, args):
-        """Deferred initialisation from the general graph, without running it: a forward in
-        training mode would update the BatchNorms' running statistics once more."""
-        self._switch_graph('any')
-        with graph_mode('any'):
-            self._deferred_infer_shape(*args)
-        for param in self.collect_params().values():
-            if param._data is None:
-                param._finish_deferred_init()
 
     def _has_graph(self, mode):
         if getattr(self, '_graph_mode', None) == mode:
             return self._cached_op is not None
         return self._mode_graphs.get(mode, (None, None))[1] is not None
 
-    def _switch_graph(self, mode):
+    def _run_in_mode(self, mode, args):
         current = getattr(self, '_graph_mode', None) or 'any'  # None: built by optimize_for
         if mode != current:
             graphs = self._mode_graphs
@@ -67,9 +55,6 @@ class FusionNetwork(HybridBlock):
             self._cached_graph, self._cached_op, self._cached_op_args = graphs.pop(
                 mode, ((), None, []))
         self._graph_mode = mode
-
-    def _run_in_mode(self, mode, args):
-        self._switch_graph(mode)
         with graph_mode(mode):
             return super()._call_cached_op(*args)
 

@@ -30,8 +30,8 @@ import mxnet as mx
 __all__ = ['available', 'library_path', 'build', 'intact', 'SOURCES']
 
 HERE = pathlib.Path(__file__).parent
-SOURCES = (HERE / 'soft_select.cc', HERE / 'mscam_select.cc', HERE / 'local_select.cc')
-HEADERS = (HERE / 'attributes.h', HERE / 'sigmoid.h', HERE / 'pointwise.h')
+SOURCES = (HERE / 'soft_select.cc', HERE / 'mscam_select.cc')
+HEADERS = (HERE / 'attributes.h', HERE / 'sigmoid.h')
 EXPORTS = HERE / 'exports.map'  # linker version script: only MXNet's entry points are public
 _STATE = {}
 
