@@ -94,6 +94,8 @@ def test_networks_keep_a_graph_per_mode():
     twin.hybridize(static_alloc=True)
     first = net(x).asnumpy()  # the first call: parameters without shapes, then folded
     assert 'openaff_mscam_select' in net._cached_graph[1].tojson()
+    # the shapes came from the general graph without running it: no CachedOp of its own
+    assert net._mode_graphs['any'][1] is None
     assert (net(x).asnumpy() == first).all()
     with autograd.record():
         twin(x)  # shapes, with the general graph only

@@ -39,15 +39,24 @@ class FusionNetwork(HybridBlock):
         mode = 'any' if autograd.is_recording() or autograd.is_training() else 'inference'
         if mode == 'inference' and not self._has_graph(mode) and any(
                 p._data is None for p in self.collect_params().values()):
-            self._run_in_mode('any', args)  # infers the shapes the folded graph needs
+            self._infer_shapes(args)  # the folded graph needs them when it is traced
         return self._run_in_mode(mode, args)
+
+    def _infer_shapes(self, args):
+        """Deferred initialisation from the general graph's shapes, without running it."""
+        self._switch_graph('any')
+        with graph_mode('any'):
+            self._deferred_infer_shape(*args)
+        for param in self.collect_params().values():
+            if param._data is None:
+                param._finish_deferred_init()
 
     def _has_graph(self, mode):
         if getattr(self, '_graph_mode', None) == mode:
             return self._cached_op is not None
         return self._mode_graphs.get(mode, (None, None))[1] is not None
 
-    def _run_in_mode(self, mode, args):
+    def _switch_graph(self, mode):
         current = getattr(self, '_graph_mode', None) or 'any'  # None: built by optimize_for
         if mode != current:
             graphs = self._mode_graphs
@@ -55,6 +64,9 @@ class FusionNetwork(HybridBlock):
             self._cached_graph, self._cached_op, self._cached_op_args = graphs.pop(
                 mode, ((), None, []))
         self._graph_mode = mode
+
+    def _run_in_mode(self, mode, args):
+        self._switch_graph(mode)
         with graph_mode(mode):
             return super()._call_cached_op(*args)
 
