@@ -154,20 +154,22 @@ def val_loader(data, target):
 
 def evaluate_checkpoint(name_or_path, data=None, precise_bn_batches=0, ctx=None):
     """Top-1/top-5 accuracy and loss of a zoo name, released file or training checkpoint
-    (see :func:`resolve`), with the value to compare it with; returns a dict."""
+    (see :func:`resolve`), with the value to compare it with; returns a dict. ``ctx`` is a
+    context or a list of them (each batch is split over the list)."""
     from .batchnorm import precise_bn
     from .engine import evaluate
     data = data or EvalData()
-    ctx = ctx or mx.cpu()
+    contexts = list(ctx) if isinstance(ctx, (list, tuple)) else [ctx or mx.cpu()]
+    ctx = contexts[0]
     target = resolve(name_or_path)
-    net = build(target, ctx)
+    net = build(target, contexts)
     net.hybridize(static_alloc=True)
     train, val = val_loader(data, target)
     statistics = 'running statistics stored in the checkpoint'
     if precise_bn_batches:
         precise_bn(net, train, num_batches=precise_bn_batches, ctx=ctx)
         statistics = f'precise BN over {precise_bn_batches} training batches'
-    result = evaluate(net, val, [ctx])
+    result = evaluate(net, val, contexts)
     return dict(result, target=name_or_path, dataset=data.dataset or target.dataset,
                 labels=data.labels or target.labels, bn_statistics=statistics,
                 reference=target.reference, reference_acc=target.reference_acc)

@@ -11,6 +11,7 @@ import json
 import sys
 
 from .args import add_rec_options, fail, non_negative_int, positive_int, rec_files_of
+from .training import add_devices_arg, contexts_of
 
 
 def build_parser():
@@ -27,7 +28,8 @@ def build_parser():
     p.add_argument('--batch-size', type=positive_int, default=100)
     p.add_argument('--precise-bn', type=non_negative_int, default=0, metavar='N',
                    help='re-estimate BatchNorm statistics over N training batches first')
-    p.add_argument('--gpu', action='store_true')
+    p.add_argument('--gpu', action='store_true', help='the same as --devices gpu:0')
+    add_devices_arg(p, 'evaluates')
     p.add_argument('--json', default=None, help='also write the results to this file')
     return p
 
@@ -46,8 +48,10 @@ def main(argv=None):
     from ..store import CheckpointError
     opt = build_parser().parse_args(argv)
     try:
-        result = evaluate_checkpoint(opt.target, eval_data_of(opt), opt.precise_bn,
-                                     mx.gpu(0) if opt.gpu else mx.cpu())
+        if opt.gpu and not opt.devices:
+            opt.devices = 'gpu:0'
+        contexts = contexts_of(opt) if opt.devices else [mx.cpu()]
+        result = evaluate_checkpoint(opt.target, eval_data_of(opt), opt.precise_bn, contexts)
     except (ValueError, FileNotFoundError, DatasetNotFoundError, CheckpointError, OSError) as err:
         return fail(str(err))
     print(report(result))

@@ -17,7 +17,7 @@ from ..models.inception import inception_merge
 from ..engine.distributed import DistributedError
 from .args import epoch_list, int_between, non_negative_int, positive_int
 from .recipe_options import RecipeOptions
-from .training import (add_run_args, add_scale_out_args, check_paths, check_run, apply_syncbn, clamp_workers, contexts_from, fail,
+from .training import (add_run_args, add_scale_out_args, check_paths, check_run, apply_syncbn, clamp_workers, contexts_of, fail,
                        resolve_precision, resolve_seed, run_engine, scaled_lr, shard_of,
                        start_cluster, start_log, summarize_and_exit)
 
@@ -217,7 +217,7 @@ def main(argv=None):
     from ..engine import seed_everything
     try:
         cluster = start_cluster(opt.kvstore)
-        contexts = cluster.contexts(contexts_from(gpus=opt.gpus))
+        contexts = contexts_of(opt, cluster)
         if not opt.summary:
             opt.dtype, notes = resolve_precision(opt.dtype, opt.amp, contexts)
         cls, kwargs, model_name = net_spec(opt, HEAD_CLASSES[opt.dataset])
@@ -234,7 +234,8 @@ def main(argv=None):
     if opt.bn_branch_momentum is not None:
         set_bn_momentum(net, opt.bn_branch_momentum)
     log_file = os.path.join(opt.logging_dir, f'train_{model_name}.log') if opt.logging_dir else None
-    log = start_log(opt, log_file, cluster.is_chief)
+    log = start_log(opt, log_file, cluster.is_chief,
+                    run=dict(devices=contexts, dtype=opt.dtype, amp=opt.amp, cluster=cluster))
     for note in notes:
         log.info('%s', note)
     seed_everything(opt.seed)

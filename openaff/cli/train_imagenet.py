@@ -16,7 +16,7 @@ from .args import (add_rec_options, epoch_list, int_between, non_negative_int,
                    positive_int)
 from ..engine.distributed import DistributedError
 from .recipe_options import RecipeOptions
-from .training import (add_run_args, add_scale_out_args, check_paths, check_run, apply_syncbn, clamp_workers, contexts_from, fail,
+from .training import (add_run_args, add_scale_out_args, check_paths, check_run, apply_syncbn, clamp_workers, contexts_of, fail,
                        resolve_precision, resolve_seed, run_engine, scaled_lr, shard_of,
                        start_cluster, start_log, summarize_and_exit)
 
@@ -177,7 +177,7 @@ def main(argv=None):
     from ..data.errors import DatasetNotFoundError
     try:
         cluster = start_cluster(opt.kvstore)
-        contexts = cluster.contexts(contexts_from(num_gpus=opt.num_gpus))
+        contexts = contexts_of(opt, cluster)
         if not opt.summary:
             opt.dtype, notes = resolve_precision(opt.dtype, opt.amp, contexts)
         cls, kwargs, model_name = net_spec(opt)
@@ -192,7 +192,8 @@ def main(argv=None):
         prepare_net(opt, net, contexts)
     except (ValueError, DistributedError, DatasetNotFoundError, FileNotFoundError) as err:
         return fail(str(err))
-    log = start_log(opt, opt.logging_file, cluster.is_chief)
+    log = start_log(opt, opt.logging_file, cluster.is_chief,
+                    run=dict(devices=contexts, dtype=opt.dtype, amp=opt.amp, cluster=cluster))
     for note in notes:
         log.info('%s', note)
     engine = Engine(net, recipe, contexts, train_loader, val_loader, opt.classes,

@@ -17,8 +17,8 @@ import mxnet as mx
 from ..data.canvases import CANVAS_CLASSES
 from .args import non_negative_int, positive_int
 from .recipe_options import RecipeOptions
-from .training import (add_run_args, check_paths, check_run, contexts_from, fail, resolve_seed,
-                       run_engine, start_log)
+from .training import (add_devices_arg, add_run_args, check_paths, check_run, contexts_of, fail,
+                       resolve_seed, run_engine, start_log)
 
 MERGES = ('add', 'AFF', 'iAFF')
 RECIPE = RecipeOptions(
@@ -41,10 +41,11 @@ def build_parser():
     add('--size', type=positive_int, default=40, help='canvas side (at least 20)')
     add('--foreground-weight', type=float, default=5.0,
         help='loss weight of object pixels relative to the background')
-    add('--batch-size', type=positive_int, default=32)
+    add('--batch-size', type=positive_int, default=32, help='batch size per device')
     add('-j', '--num-data-workers', dest='num_workers', type=non_negative_int, default=0)
     add('--seed', type=int, default=None, help='random seed (logged; random when absent)')
     add('--gpus', default='', help='GPUs to use when present, e.g. 0')
+    add_devices_arg(p)
     add('--save-dir', default='runs/segmentation')
     add('--logging-dir', default='runs/segmentation')
     add('--save-plot-dir', default='runs/segmentation')
@@ -54,7 +55,7 @@ def build_parser():
     return p
 
 
-def loaders(opt, seed):
+def loaders(opt, seed, batch_size=None):
     """Training and held-out canvases (the held-out ones from the digits' test glyphs); the
     canvases are drawn from ``seed``, so that merges compared on one seed see the same data."""
     from mxnet import gluon
@@ -65,7 +66,7 @@ def loaders(opt, seed):
     val = digit_canvases(opt.val_canvases, size=opt.size, train=False, seed=seed + 1000,
                          scales=scales)
     make = lambda arrays, shuffle: gluon.data.DataLoader(  # noqa: E731
-        gluon.data.ArrayDataset(*arrays), batch_size=opt.batch_size, shuffle=shuffle,
+        gluon.data.ArrayDataset(*arrays), batch_size=batch_size or opt.batch_size, shuffle=shuffle,
         last_batch='discard' if shuffle else 'keep', num_workers=opt.num_workers)
     return make(train, True), make(val, False)
 
@@ -91,11 +92,13 @@ def main(argv=None):
         check_paths(dirs=[('--save-dir', opt.save_dir), ('--logging-dir', opt.logging_dir),
                           ('--save-plot-dir', opt.save_plot_dir)])
         check_run(opt.save_dir, model_name, opt.resume_from, opt.overwrite, recipe, RECIPE)
-        train_loader, val_loader = loaders(opt, seed)
+        contexts = contexts_of(opt)
+        train_loader, val_loader = loaders(opt, seed, opt.batch_size * len(contexts))
     except ValueError as err:
         return fail(str(err))
-    contexts = contexts_from(gpus=opt.gpus)
-    log = start_log(opt, os.path.join(opt.logging_dir, f'train_{model_name}.log'))
+    from ..engine.distributed import Cluster
+    log = start_log(opt, os.path.join(opt.logging_dir, f'train_{model_name}.log'),
+                    run=dict(devices=contexts, dtype=recipe.dtype, amp=False, cluster=Cluster()))
     seed_everything(seed)
     net.initialize(mx.init.Xavier(), ctx=contexts)
     engine = Engine(net, recipe, contexts, train_loader, val_loader, CANVAS_CLASSES, model_name,

@@ -12,16 +12,30 @@ import mxnet as mx
 
 from .args import fail
 from ..engine import setup_logging
+from ..engine.devices import default_devices, describe_devices, parse_devices
 
 
-def contexts_from(gpus=None, num_gpus=None):
-    """GPUs named by ``gpus`` ('0,1') or counted by ``num_gpus``; the CPU when there are none."""
-    available = mx.context.num_gpus()
-    if num_gpus is not None:
-        ids = list(range(min(num_gpus, available)))
-    else:
-        ids = [int(i) for i in str(gpus or '').split(',') if i.strip() and int(i) < available]
-    return [mx.gpu(i) for i in ids] or [mx.cpu()]
+def contexts_of(opt, cluster=None):
+    """The devices of this process: ``--devices`` when given, else the original scripts'
+    ``--gpus`` / ``--num-gpus`` (this worker's share of them when several workers share a
+    host), the CPU when there is no GPU. ``ValueError`` names a bad ``--devices``."""
+    if getattr(opt, 'devices', None):
+        try:
+            return parse_devices(opt.devices)
+        except ValueError as err:
+            raise ValueError(f'--devices {opt.devices}: {err}') from None
+    local = dict(local_rank=getattr(cluster, 'local_rank', 0),
+                 local_size=getattr(cluster, 'local_size', 1)) if cluster else {}
+    default = default_devices(gpus=getattr(opt, 'gpus', None),
+                              num_gpus=getattr(opt, 'num_gpus', None), **local)
+    return cluster.contexts(default) if cluster else default
+
+
+def add_devices_arg(parser, what='trains'):
+    """``--devices``: the one way every command names its devices."""
+    parser.add_argument('--devices', default=None, metavar='LIST',
+                        help=f'devices it {what} on, e.g. gpu:0,gpu:1 or cpu:1,cpu:2 (overrides '
+                             f'--gpus/--num-gpus; default: the GPUs those name, else the CPU)')
 
 
 def clamp_workers(requested):
@@ -33,13 +47,24 @@ def resolve_seed(seed):
     return seed if seed is not None else random.SystemRandom().randrange(2 ** 31)
 
 
-def start_log(opt, log_file, chief=True):
-    """The original first line: the option Namespace. Distributed workers other than rank 0
-    keep no log file and print warnings and errors only."""
+def start_log(opt, log_file, chief=True, run=None):
+    """The original first line: the option Namespace; then, with ``run`` (a dict of
+    ``devices``, ``dtype``, ``amp``, ``cluster``), where and how the run trains. Distributed
+    workers other than rank 0 keep no log file and print warnings and errors only."""
     import logging
     log = setup_logging(log_file if chief else None, logging.INFO if chief else logging.WARNING)
     log.info('%s', opt)
+    if run:
+        log.info('%s', run_header(**run))
     return log
+
+
+def run_header(devices, dtype, amp, cluster):
+    """One log line: the devices, the precision and the gradient exchange of a run."""
+    precision = 'AMP (float32 weights, low precision per operator)' if amp else (
+        dtype if dtype == 'float32' else f'{dtype} with float32 master weights')
+    return (f'Devices: {describe_devices(devices)} | precision: {precision} | '
+            f'{cluster.describe()}')
 
 
 def add_run_args(parser):
@@ -116,6 +141,7 @@ def add_scale_out_args(parser):
              'them); none: --lr is used as given')
     add('--syncbn', action='store_true',
         help='SyncBatchNorm: batch statistics over all GPUs of a worker instead of per GPU')
+    add_devices_arg(parser)
 
 
 def summarize_and_exit(net, input_size=32):

@@ -22,7 +22,10 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
-__all__ = ['KVSTORES', 'Cluster', 'DistributedError', 'Watchdog', 'import_horovod']
+from .devices import first_copy
+
+__all__ = ['KVSTORES', 'Cluster', 'DistributedError', 'HorovodTrainer', 'Watchdog',
+           'import_horovod', 'LOCAL_RANK_ENV', 'LOCAL_SIZE_ENV']
 
 KVSTORES = ('device', 'local', 'nccl', 'dist_sync', 'dist_device_sync', 'dist_async', 'horovod')
 LOG = logging.getLogger('openaff')
@@ -30,6 +33,10 @@ LOG = logging.getLogger('openaff')
 # the gluon Trainer keys the parameters 0..P-1; the cluster's own reductions use keys above them
 # (mxnet allows no mix of int and str keys in one kvstore)
 _FIRST_OWN_KEY = 1 << 24
+
+# openaff.launch tells each parameter-server worker its index among the workers of its host and
+# their number, so that workers sharing a host can split its GPUs (Horovod knows its own)
+LOCAL_RANK_ENV, LOCAL_SIZE_ENV = 'OPENAFF_LOCAL_RANK', 'OPENAFF_LOCAL_SIZE'
 
 HOROVOD_INSTALL = ('HOROVOD_WITH_MXNET=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_TENSORFLOW=1 '
                    'HOROVOD_WITHOUT_PYTORCH=1 pip install --no-build-isolation horovod==0.28.1 '
@@ -54,12 +61,16 @@ class Cluster:
     """One training run's workers (Dai et al., "Attentional Feature Fusion", WACV 2021, trained
     on one node of 4 GPUs; this scales the same recipe out).
 
-    Use :meth:`create` with a kvstore name (:data:`KVSTORES`). ``rank``/``size`` are the worker's index and
-    the number of workers; ``local_rank`` its index on its host (Horovod).
+    Use :meth:`create` with a kvstore name (:data:`KVSTORES`). ``rank``/``size`` are the
+    worker's index and the number of workers; ``local_rank``/``local_size`` its index among the
+    workers of its host and their number (Horovod's, or what ``openaff.launch`` set in
+    ``OPENAFF_LOCAL_RANK``/``OPENAFF_LOCAL_SIZE``; 0 and 1 in one process).
     """
 
-    def __init__(self, kvstore='device', rank=0, size=1, local_rank=0, store=None, hvd=None):
-        self.kvstore, self.rank, self.size, self.local_rank = kvstore, rank, size, local_rank
+    def __init__(self, kvstore='device', rank=0, size=1, local_rank=0, store=None, hvd=None,
+                 local_size=1):
+        self.kvstore, self.rank, self.size = kvstore, rank, size
+        self.local_rank, self.local_size = local_rank, local_size
         self._store, self._hvd = store, hvd
         self._keys, self._initialised = {}, set()
 
@@ -70,15 +81,18 @@ class Cluster:
         if kvstore == 'horovod':
             hvd = import_horovod()
             hvd.init()
-            return cls(kvstore, hvd.rank(), hvd.size(), hvd.local_rank(), hvd=hvd)
+            return cls(kvstore, hvd.rank(), hvd.size(), hvd.local_rank(), hvd=hvd,
+                       local_size=hvd.local_size())
         if kvstore.startswith('dist'):
             if 'DMLC_ROLE' not in os.environ:
                 raise DistributedError(
                     'runs as one worker of a parameter-server job: start it '
                     'with python -m openaff.launch -n WORKERS -s SERVERS -- python ... '
                     '(it sets DMLC_ROLE and the other DMLC_* variables)')
+            local_rank, local_size = _local_placement()
             store = mx.kv.create(kvstore)
-            return cls(kvstore, store.rank, store.num_workers, store=store)
+            return cls(kvstore, store.rank, store.num_workers, local_rank, store=store,
+                       local_size=local_size)
         return cls(kvstore)
 
     # ------------------------------------------------------------------ facts
@@ -96,13 +110,35 @@ class Cluster:
         """Every worker holds the same weights after every step."""
         return self.kvstore != 'dist_async'
 
-    def contexts(self, default):
-        """Horovod: one GPU per local rank (the CPU without one); otherwise ``default``."""
+    def contexts(self, default, devices=None):
+        """The devices this worker trains on: ``devices`` when named (``--devices``), else
+        ``default`` (the command's choice), except under Horovod, where each rank takes the
+        GPU of its local rank, or the CPU on a machine without GPUs. A rank whose GPU does
+        not exist is a :class:`DistributedError`: training it on the CPU would make it the
+        straggler every all-reduce waits for, in another precision than its peers."""
+        if devices:
+            devices = list(devices)
+            if (self.kvstore == 'horovod' and self.local_size > 1
+                    and any(c.device_type == 'gpu' for c in devices)
+                    and 'CUDA_VISIBLE_DEVICES' not in os.environ):
+                # horovodrun hands every rank the same command line
+                raise DistributedError(
+                    f'names the same GPUs for all {self.local_size} Horovod ranks of this host '
+                    f'(--devices {",".join(f"gpu:{c.device_id}" for c in devices)}); leave '
+                    f'--devices out (one GPU per rank) or give each rank its own GPUs through '
+                    f'CUDA_VISIBLE_DEVICES')
+            return devices
         if self.kvstore != 'horovod':
             return list(default)
-        if self.local_rank < mx.context.num_gpus():
-            return [mx.gpu(self.local_rank)]
-        return [mx.cpu()]
+        available = mx.context.num_gpus()
+        if not available:
+            return [mx.cpu()]
+        if self.local_rank >= available:
+            raise DistributedError(
+                f'Horovod rank {self.rank} has local rank {self.local_rank}, but this host has '
+                f'{available} GPU(s): start at most {available} rank(s) per host '
+                f'(horovodrun -H HOST:{available})')
+        return [mx.gpu(self.local_rank)]
 
     def describe(self):
         if not self.distributed:
@@ -110,29 +146,46 @@ class Cluster:
         return f'kvstore {self.kvstore}, worker {self.rank} of {self.size}'
 
     # ------------------------------------------------------------------ training
-    def make_trainer(self, params, optimizer, optimizer_params):
+    def make_trainer(self, params, optimizer, optimizer_params, local_update=False):
         """The gluon Trainer for this cluster. Synchronous parameter-server runs sum gradients
         on the servers and update locally (``update_on_kvstore=False``), so the servers never
-        need the optimizer and the cluster can use the store for its own sums too."""
+        need the optimizer and the cluster can use the store for its own sums too.
+
+        ``local_update`` keeps a one-process kvstore (``device``, ``nccl``) from updating the
+        weights inside the store: AMP's loss scaler skips an overflowing step in
+        ``Trainer._update``, which an update on the kvstore bypasses (the step would already
+        have written inf into the weights)."""
         if self.kvstore == 'horovod':
-            return self._hvd.DistributedTrainer(params, optimizer, optimizer_params)
+            return HorovodTrainer(params, optimizer, optimizer_params, hvd=self._hvd)
         if self._store is not None:
             return gluon.Trainer(params, optimizer, optimizer_params, kvstore=self._store,
                                  update_on_kvstore=not self.synchronous)
-        return gluon.Trainer(params, optimizer, optimizer_params, kvstore=self.kvstore)
+        return gluon.Trainer(params, optimizer, optimizer_params, kvstore=self.kvstore,
+                             update_on_kvstore=False if local_update else None)
 
     def step_size(self, local_batch):
-        """What to pass to ``trainer.step`` for a gradient averaged over the global batch:
-        Horovod's trainer divides by the worker count itself; the parameter servers sum."""
-        if self._store is not None and self.synchronous:
+        """What to pass to ``trainer.step`` for a gradient averaged over the global batch, given
+        this worker's batch (over all its devices): synchronous parameter servers and
+        :class:`HorovodTrainer` sum the gradients of all workers, so the step divides by the
+        global batch. ``dist_async`` applies each worker's gradient on its own."""
+        if self.distributed and self.synchronous:
             return local_batch * self.size
         return local_batch
 
     def broadcast_parameters(self, net):
-        """Rank 0's weights on every worker (the parameter-server trainer does this itself on
-        its first step, and Horovod's needs it done)."""
-        if self.kvstore == 'horovod' and self.size > 1:
-            self._hvd.broadcast_parameters(net.collect_params(), root_rank=0)
+        """Rank 0's weights on every worker and every device of it (the parameter-server
+        trainer does this itself on its first step; Horovod needs it done). A parameter whose
+        shape is not known yet is broadcast when it is initialised, in the first forward."""
+        if self.kvstore != 'horovod' or self.size == 1:
+            return
+        for name, param in sorted(net.collect_params().items()):
+            key = f'openaff.parameter.{name}'
+            try:
+                param.list_data()
+            except gluon.parameter.DeferredInitializationError:
+                _broadcast_once_initialised(self._hvd, param, key)
+                continue
+            _broadcast_copies(self._hvd, param, key)
 
     # ------------------------------------------------------------------ reductions
     def _key(self, name):
@@ -178,7 +231,7 @@ class Cluster:
         if not self.distributed or self.size == 1 or not self.can_reduce:
             return
         params = list(net.collect_params().values())
-        flat = np.concatenate([p.data().asnumpy().ravel() for p in params])
+        flat = np.concatenate([first_copy(p).asnumpy().ravel() for p in params])
         mean = self.allreduce(flat, 'parameters', average=True)
         from ..batchnorm import overwrite
         offset = 0
@@ -193,7 +246,7 @@ class Cluster:
         digest = hashlib.sha1()
         for name, param in sorted(net.collect_params().items()):
             digest.update(name.encode())
-            digest.update(np.ascontiguousarray(param.data().asnumpy()).tobytes())
+            digest.update(np.ascontiguousarray(first_copy(param).asnumpy()).tobytes())
         words = np.frombuffer(digest.digest(), dtype='>u2').astype(np.float64)
         if not self.distributed or self.size == 1:
             return [digest.hexdigest()]
@@ -218,6 +271,76 @@ class Cluster:
             self._store.broadcast(self._key('broadcast_int'), pieces, out=out)
             pieces = out
         return int(sum(int(p) << s for p, s in zip(pieces.asnumpy(), (32, 16, 0))))
+
+
+def _local_placement():
+    """(local rank, local size) of a parameter-server worker, as ``openaff.launch`` set them;
+    (0, 1) for workers started otherwise."""
+    values = []
+    for name, default in ((LOCAL_RANK_ENV, 0), (LOCAL_SIZE_ENV, 1)):
+        text = os.environ.get(name, '').strip()
+        if text and not text.isdigit():
+            raise DistributedError(f'{name}={text!r} is not a non-negative integer')
+        values.append(int(text) if text else default)
+    rank, size = values
+    if size < 1 or rank >= size:
+        raise DistributedError(f'{LOCAL_RANK_ENV}={rank} must be below {LOCAL_SIZE_ENV}={size}')
+    return rank, size
+
+
+def _broadcast_copies(hvd, param, key):
+    copies = param.list_data()
+    hvd.broadcast_(copies[0], root_rank=0, name=key)
+    for other in copies[1:]:  # the engine orders the copies after the broadcast
+        copies[0].copyto(other)
+
+
+def _broadcast_once_initialised(hvd, param, key):
+    """Broadcast ``param`` right after its deferred initialisation (every rank initialises
+    its parameters in the same order, in the first forward pass)."""
+    initialise = param._init_impl
+
+    def initialise_then_broadcast(*args, **kwargs):
+        del param._init_impl  # back to the class's method; one broadcast only
+        initialise(*args, **kwargs)
+        _broadcast_copies(hvd, param, key)
+
+    param._init_impl = initialise_then_broadcast
+
+
+class HorovodTrainer(gluon.Trainer):
+    """A gluon Trainer whose gradients are summed over every device of every Horovod rank.
+
+    ``horovod.mxnet.DistributedTrainer`` all-reduces only each parameter's gradient on the
+    rank's first device and leaves the others alone, so a rank on several devices would step
+    each device with its own gradient and the copies would drift apart. Here each parameter's
+    gradients are first summed on the rank's first device, then summed over the ranks
+    (``hvd.Sum``), then copied to the other devices; every device then applies the same sum,
+    and ``Cluster.step_size`` divides it by the global batch. ``hvd`` is ``horovod.mxnet``
+    after ``hvd.init()``.
+    """
+
+    def __init__(self, params, optimizer, optimizer_params=None, hvd=None):
+        if hvd is None:
+            hvd = import_horovod()
+        super().__init__(params, optimizer, optimizer_params, kvstore=None)
+        self._hvd = hvd
+
+    def _allreduce_grads(self):
+        ranks = self._hvd.size()
+        for index, param in enumerate(self._params):
+            if param.grad_req == 'null':
+                continue
+            grads = param.list_grad()
+            total = grads[0]
+            for other in grads[1:]:
+                total += other.as_in_context(total.context)
+            if ranks > 1:
+                # names by position: every rank builds the same network in the same order
+                self._hvd.allreduce_(total, op=self._hvd.Sum, name=f'openaff.gradient.{index}',
+                                     priority=-index)
+            for other in grads[1:]:
+                total.copyto(other)
 
 
 class Watchdog:

@@ -18,6 +18,7 @@ from mxnet import autograd
 
 from ..batchnorm import precise_bn
 from .checkpoint import CheckpointManager
+from .devices import all_on_cpu
 from .distributed import Cluster, Watchdog
 from .history import History
 from .recipe import Recipe, recipe_record
@@ -39,7 +40,8 @@ class TrainingDiverged(ArithmeticError):
 def _non_finite_parameter(net):
     """The name of the first parameter holding NaN or inf, or None."""
     for name, param in net.collect_params().items():
-        if param._data is not None and not np.isfinite(param.data().asnumpy()).all():
+        if param._data is not None and not all(np.isfinite(copy.asnumpy()).all()
+                                               for copy in param.list_data()):
             return name
     return None
 
@@ -83,6 +85,7 @@ class Engine:
                  save_dir, plot_dir=None, teacher=None, compare_log=None, run_info=None,
                  cluster=None, report=None, task=None):
         self.net, self.recipe, self.contexts = net, recipe, list(contexts)
+        self._cpu_only = all_on_cpu(self.contexts)
         self.report = report or CifarReport()
         self.cluster = cluster or Cluster()
         self.watchdog = Watchdog(recipe.dist_timeout if self.cluster.distributed else 0,
@@ -117,7 +120,8 @@ class Engine:
         params = {'wd': recipe.wd, 'momentum': recipe.momentum, 'lr_scheduler': scheduler}
         if recipe.dtype != 'float32' or recipe.amp:
             params['multi_precision'] = True
-        trainer = self.cluster.make_trainer(self.net.collect_params(), recipe.optimizer, params)
+        trainer = self.cluster.make_trainer(self.net.collect_params(), recipe.optimizer, params,
+                                            local_update=recipe.amp)
         if recipe.amp:
             from mxnet.contrib import amp
             amp.init_trainer(trainer)
@@ -172,32 +176,34 @@ class Engine:
         if not recipe.amp:
             autograd.backward(losses)
         # mxnet 1.9.1 on CPU gives different steps for the same gradients unless they are
-        # complete before the update (measured: 1e-6 after two steps, 5e-3 after six)
-        mx.nd.waitall()
+        # complete before the update (measured: 1e-6 after two steps, 5e-3 after six); on
+        # GPUs the wait would only keep the backward from overlapping the gradient exchange
+        if self._cpu_only:
+            mx.nd.waitall()
         self.trainer.step(self.cluster.step_size(batch_size))
         self.watchdog.beat()
         return outputs, losses
 
     def train_epoch(self, epoch):
-        """One pass over the training data; returns the epoch's training statistics."""
+        """One pass over the training data; returns the epoch's training statistics. The
+        devices are waited for once per report interval (loss check, progress, log line)."""
         from tqdm import tqdm
         recipe = self.recipe
         rng = new_rng(recipe.seed, epoch)
         mixing = recipe.mixup and epoch < recipe.num_epochs - recipe.mixup_off_epoch
         stats, tic, seen = self.task.new_stats(), time.time(), 0
+        interval = max(1, getattr(self.report, 'interval', 0) or 50)
         bar = tqdm(total=len(self.train_data), desc=f'epoch {epoch}', leave=False,
                    disable=not (sys.stderr.isatty() and self.cluster.is_chief))
+        index = -1
         for index, batch in enumerate(self.train_data):
             stats.update(*self._step(batch, draw_mixup_lambda(rng, recipe.mixup_alpha, mixing)))
-            if not math.isfinite(stats.loss):
-                bar.close()
-                raise TrainingDiverged(f'epoch {epoch}, batch {index}: the training loss is '
-                                       f'{stats.loss} (the run diverged)')
             seen += batch[0].shape[0]
-            bar.update(1)
-            bar.set_postfix(loss=f'{stats.loss / max(1, stats.samples):.3f}')
-            self.report.batch(epoch, index, seen / (time.time() - tic), stats.rmse,
-                              self.trainer.learning_rate)
+            if (index + 1) % interval == 0:
+                self._check_progress(stats.sync(), epoch, index, bar, interval)
+                self.report.batch(epoch, index, seen / (time.time() - tic), stats.rmse,
+                                  self.trainer.learning_rate)
+        self._check_progress(stats.sync(), epoch, index, bar, (index + 1) % interval)
         bar.close()
         if stats.samples == 0:
             raise ValueError('the training data gave no batch (is the dataset smaller than '
@@ -205,6 +211,15 @@ class Engine:
         record = stats.as_dict(self.cluster)
         elapsed = time.time() - tic
         return dict(record, time=elapsed, speed=record.pop('samples') / elapsed)
+
+    @staticmethod
+    def _check_progress(stats, epoch, index, bar, batches):
+        if not math.isfinite(stats.loss):
+            bar.close()
+            raise TrainingDiverged(f'epoch {epoch}, by batch {index}: the training loss is '
+                                   f'{stats.loss} (the run diverged)')
+        bar.update(batches)
+        bar.set_postfix(loss=f'{stats.loss / max(1, stats.samples):.3f}')
 
     def _refresh_bn(self):
         if not self.recipe.precise_bn:

@@ -12,8 +12,11 @@ class CifarReport:
     """``train_cifar.py``: one line per epoch, ``[Epoch N] train=<rmse> val=<acc> loss=...
     lr: ... time: ...``; best checkpoints named by accuracy (``0.8357-<run>-best.params``)."""
 
+    # batches between the engine's waits for the devices (loss check, progress bar)
+    interval = 50
+
     def batch(self, epoch, index, speed, rmse, lr):
-        """Called after every batch; the CIFAR log has no batch lines."""
+        """Called every ``interval`` batches; the CIFAR log has no batch lines."""
 
     def epoch(self, epoch, record):
         LOG.info('[Epoch %d] train=%f val=%f loss=%f lr: %f time: %f', epoch,
@@ -34,7 +37,8 @@ class ImageNetReport:
         self.interval = interval
 
     def batch(self, epoch, index, speed, rmse, lr):
-        if self.interval and (index + 1) % self.interval == 0:
+        """Called every ``interval`` batches (the engine syncs with the devices then)."""
+        if self.interval:
             LOG.info('Epoch[%d] Batch [%d]\tSpeed: %f samples/sec\trmse=%f\tlr=%f', epoch, index,
                      speed, rmse, lr)
 

@@ -58,23 +58,43 @@ def evaluate(net, loader, contexts, dtype='float32', cluster=None, beat=None):
 class EpochStats:
     """Running sums of one training epoch: the loss, the original's RMSE between the (mixed,
     smoothed) targets and the softmax over ``axis`` 1, and the accuracy of the arg-max (per
-    sample, or per pixel for segmentation maps)."""
+    sample, or per pixel for segmentation maps).
+
+    :meth:`update` only queues device computations; the sums reach the host in one transfer
+    per :meth:`sync` (the engine syncs once per log interval), so a step does not wait for
+    the device. The host adds the per-step values in float64, in step order."""
 
     def __init__(self):
         self.loss = self.samples = self.correct = self.counted = 0.0
         self.rmse_sum = 0.0
         self.rmse_count = 0
+        self._pending = []  # per device and step: [loss sum, correct, rmse] on the device
+        self._pending_samples = []  # (samples, counted) known without the device
 
     def update(self, outputs, targets, labels, losses):
         for out, target, label, loss in zip(outputs, targets, labels, losses):
             prob = mx.nd.softmax(out, axis=1)
-            self.rmse_sum += float(mx.nd.sqrt(((prob - target) ** 2).mean()).asscalar())
-            self.rmse_count += 1
             hits = out.argmax(axis=1) == label.astype('float32')
-            self.correct += float(hits.sum().asscalar())
-            self.counted += hits.size
-            self.loss += float(loss.sum().asscalar())
-            self.samples += out.shape[0]
+            self._pending.append(mx.nd.stack(
+                loss.sum(), hits.sum(), mx.nd.sqrt(((prob - target) ** 2).mean())).reshape((3,)))
+            self._pending_samples.append((out.shape[0], hits.size))
+
+    def sync(self):
+        """Bring the queued sums to the host (one wait for the devices); returns self."""
+        if not self._pending:
+            return self
+        first = self._pending[0].context
+        values = mx.nd.stack(*(v.as_in_context(first) for v in self._pending)).asnumpy()
+        for (loss, correct, rmse), (samples, counted) in zip(values.astype(np.float64),
+                                                             self._pending_samples):
+            self.loss += loss
+            self.correct += correct
+            self.rmse_sum += rmse
+            self.rmse_count += 1
+            self.samples += samples
+            self.counted += counted
+        self._pending, self._pending_samples = [], []
+        return self
 
     @property
     def rmse(self):
@@ -82,6 +102,7 @@ class EpochStats:
 
     def as_dict(self, cluster=None):
         """The epoch's statistics, over every worker's batches when ``cluster`` can sum."""
+        self.sync()
         sums = np.array([self.loss, self.samples, self.correct, self.rmse_sum, self.rmse_count,
                          self.counted])
         loss, samples, correct, rmse_sum, rmse_count, counted = _reduce(sums, cluster,
