@@ -14,22 +14,13 @@ from mxnet import autograd, gluon
 
 from conftest import REPO
 from openaff.engine import Engine, Recipe
-from openaff.engine.devices import default_devices, describe_devices, parse_devices
+from openaff.engine.devices import (cpu_runs_bfloat16, default_devices, describe_devices,
+                                    parse_devices)
 from openaff.engine.distributed import Cluster
 from openaff.models import CIFARAFFResNet
 
 DEVICES = [mx.cpu(1), mx.cpu(2)]
 ENV = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED='1')
-
-
-def cpu_runs_bfloat16():
-    """oneDNN's bfloat16 convolutions need AVX-512 (avx512_core); without it mxnet 1.9.1
-    fails with 'could not create a primitive descriptor iterator'."""
-    try:
-        flags = open('/proc/cpuinfo').read()
-    except OSError:
-        return False
-    return all(f in flags for f in ('avx512f', 'avx512bw', 'avx512vl', 'avx512dq'))
 
 
 needs_bfloat16 = pytest.mark.skipif(not cpu_runs_bfloat16(),
@@ -235,7 +226,8 @@ def test_train_checkpoint_resume_and_evaluate_on_two_devices(tmp_path):
         np.testing.assert_array_equal(one[key], other[key], err_msg=key)
     record = json.loads(next(whole.glob('*-checkpoint.json')).read_text())
     evaluated = subprocess.run(
-        [sys.executable, '-m', 'openaff.evaluate', record['params'], '--devices', 'cpu:1,cpu:2',
+        [sys.executable, '-m', 'openaff.evaluate', str(whole / record['params']), '--devices',
+         'cpu:1,cpu:2',
          '--json', str(tmp_path / 'eval.json')], env=ENV, capture_output=True, text=True,
         timeout=300, cwd=REPO)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
@@ -255,8 +247,8 @@ def test_amp_on_two_devices_ends_with_finite_weights(tmp_path):
 @pytest.mark.slow
 def test_train_imagenet_synthetic_on_two_devices(tmp_path):
     done = run_command('train_imagenet.py', [
-        '--synthetic', '--devices', 'cpu:1,cpu:2', '--batch-size', '2', '--input-size', '32',
-        '--classes', '10', '--num-epochs', '1', '--warmup-epochs', '0', '-j', '0',
+        '--synthetic', '--devices', 'cpu:1,cpu:2', '--batch-size', '4', '--input-size', '32',
+        '--classes', '10', '--num-epochs', '1', '--lr', '0.001', '-j', '0',
         '--seed', '0', '--save-dir', str(tmp_path), '--logging-file',
         str(tmp_path / 'train.log'), '--dtype', 'float32'])
     assert done.returncode == 0, done.stderr[-3000:]
@@ -271,3 +263,10 @@ def test_a_bad_device_list_is_one_line_before_any_work(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith('error: --devices gpu:7: gpu:7')
     assert 'Traceback' not in done.stderr and not list(tmp_path.glob('*.log'))
+
+
+@pytest.mark.skipif(cpu_runs_bfloat16(), reason='this CPU runs bfloat16')
+def test_amp_without_bfloat16_kernels_is_one_line(tmp_path):
+    done = run_command('train_cifar.py', [*DIGITS, '--amp', *out_args(tmp_path)], timeout=120)
+    assert done.returncode == 2 and 'Traceback' not in done.stderr
+    assert 'AVX-512' in done.stderr.strip().splitlines()[-1]

@@ -12,7 +12,8 @@ import mxnet as mx
 
 from .args import fail
 from ..engine import setup_logging
-from ..engine.devices import default_devices, describe_devices, parse_devices
+from ..engine.devices import (cpu_runs_bfloat16, default_devices, describe_devices,
+                               parse_devices)
 
 
 def contexts_of(opt, cluster=None):
@@ -181,6 +182,9 @@ def resolve_precision(dtype, amp, contexts):
     if amp:
         from mxnet.contrib import amp as mx_amp
         target = 'bfloat16' if on_cpu else 'float16'
+        if on_cpu and not cpu_runs_bfloat16():
+            raise ValueError('--amp on CPUs trains in bfloat16, whose oneDNN kernels need '
+                             'AVX-512, which this CPU lacks: train in float32 (drop --amp)')
         mx_amp.init(target_dtype=target)
         notes.append(f'AMP: {target} where mxnet.contrib.amp deems it safe, float32 elsewhere')
     return dtype, notes
@@ -191,7 +195,10 @@ def apply_syncbn(net, syncbn, contexts):
     if not syncbn or len(contexts) < 2:
         return
     if any(c.device_type == 'cpu' for c in contexts):
-        raise ValueError('--syncbn synchronises GPUs; on CPU contexts mxnet 1.9.1 deadlocks')
+        # measured: the forward passes of several CPU contexts meet at its barrier, the
+        # backward pass never returns
+        raise ValueError('--syncbn synchronises GPUs: on CPU contexts the backward pass of '
+                         "mxnet 1.9.1's SyncBatchNorm deadlocks")
     from ..batchnorm import use_sync_batchnorm
     use_sync_batchnorm(net, len(contexts))
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import mxnet as mx
 
 __all__ = ['parse_devices', 'default_devices', 'describe_devices', 'first_copy',
-           'all_on_cpu']
+           'all_on_cpu', 'cpu_runs_bfloat16']
 
 _KINDS = {'cpu': mx.cpu, 'gpu': mx.gpu}
 
@@ -79,3 +79,18 @@ def first_copy(param):
     """A parameter's value on the first device it lives on (``param.data()`` without a
     context asks for the current default context, ``cpu(0)``, which a GPU list lacks)."""
     return param.list_data()[0]
+
+
+def cpu_runs_bfloat16() -> bool:
+    """Whether this CPU can run oneDNN's bfloat16 convolutions (AMP on CPUs): they need
+    AVX-512 (oneDNN's avx512_core); without it mxnet 1.9.1 fails at the first convolution with
+    "could not create a primitive descriptor iterator". True where the flags cannot be read."""
+    try:
+        with open('/proc/cpuinfo', encoding='utf-8', errors='replace') as handle:
+            flags = next((line for line in handle if line.startswith('flags')), None)
+    except OSError:
+        return True
+    if flags is None:
+        return True
+    words = set(flags.split())
+    return {'avx512f', 'avx512bw', 'avx512vl', 'avx512dq'} <= words
