@@ -270,3 +270,11 @@ def test_amp_without_bfloat16_kernels_is_one_line(tmp_path):
     done = run_command('train_cifar.py', [*DIGITS, '--amp', *out_args(tmp_path)], timeout=120)
     assert done.returncode == 2 and 'Traceback' not in done.stderr
     assert 'AVX-512' in done.stderr.strip().splitlines()[-1]
+
+
+def test_attention_maps_on_a_named_device(tmp_path):
+    from openaff.cli import cam
+    out = tmp_path / 'cam.png'
+    assert cam.main(['cifar_aff_resnet20', '--image', str(REPO / 'docs' / 'digit-8.png'),
+                     '--devices', 'cpu:1', '-o', str(out)]) == 0
+    assert out.stat().st_size > 0

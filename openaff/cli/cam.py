@@ -11,6 +11,7 @@ import os
 import sys
 
 from .args import fail, positive_int
+from .training import add_devices_arg, contexts_of
 
 
 def build_parser():
@@ -32,6 +33,7 @@ def build_parser():
                    help='class to explain (default: the predicted one)')
     p.add_argument('--input-size', type=positive_int, default=None)
     p.add_argument('-o', '--output', default='cam.png')
+    add_devices_arg(p, 'computes the maps')
     return p
 
 
@@ -97,7 +99,10 @@ def main(argv=None):
             nets.append((opt.compare, _baseline(opt, net(mx.nd.zeros((1, 3, own_size,
                                                                        own_size))).shape[1])))
         size = opt.input_size or own_size
-        batch = preprocess(photo, mean, std, size)
+        ctx = _one_device(opt)
+        for _, model in nets:
+            model.collect_params().reset_ctx(ctx)
+        batch = preprocess(photo, mean, std, size).as_in_context(ctx)
         stage = opt.stage - 1 if opt.stage > 0 else opt.stage
         panels, lines = [], []
         for label, model in nets:
@@ -116,6 +121,18 @@ def main(argv=None):
     print(figure(display_crop(photo, size), panels, opt.output,
                  title=f'{os.path.basename(opt.name)}: Grad-CAM and MS-CAM attention'))
     return 0
+
+
+def _one_device(opt):
+    """The device of ``--devices`` (one image needs one), the CPU without it."""
+    import mxnet as mx
+    if not opt.devices:
+        return mx.cpu()
+    contexts = contexts_of(opt)
+    if len(contexts) != 1:
+        raise ValueError(f'--devices {opt.devices}: the maps of one image are computed on one '
+                         f'device; name one')
+    return contexts[0]
 
 
 def _class_names(dataset):
