@@ -2,12 +2,13 @@
 MXNet/Gluon -- fusion blocks, residual blocks, model zoo and released checkpoints."""
 from importlib import import_module
 
-from ._stack import check_stack
+from ._stack import check_environment, check_stack
 from ._threads import mxnet_on_all_cores
 
 __version__ = "0.1.0"
 
 check_stack()
+check_environment()
 with mxnet_on_all_cores():
     import_module('mxnet')  # it reads its CPU thread count once, here
 

@@ -219,7 +219,11 @@ def test_a_second_run_overwrites_only_when_asked(world, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
 
 
-def test_interrupt_is_one_line_and_keeps_the_checkpoints(world, tmp_path):
+@pytest.mark.parametrize('stop, status, words', [(signal.SIGINT, 130, 'interrupted'),
+                                                  (signal.SIGTERM, 143, 'terminated (SIGTERM)')])
+def test_interrupt_is_one_line_and_keeps_the_checkpoints(world, tmp_path, stop, status, words):
+    """Ctrl-C, and SIGTERM as schedulers send on preemption: one line naming the checkpoint
+    that is kept."""
     out = tmp_path / 'interrupted'
     command = [sys.executable, str(REPO / 'train_cifar.py'),
                *train(world['data'], out, '--num-epochs', '50')]
@@ -229,11 +233,25 @@ def test_interrupt_is_one_line_and_keeps_the_checkpoints(world, tmp_path):
     deadline = time.time() + 120
     while not pointer.exists() and time.time() < deadline:
         time.sleep(0.1)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop)
     _, err = process.communicate(timeout=60)
-    assert process.returncode == 130 and 'Traceback' not in err, err[-2000:]
-    assert err.strip().splitlines()[-1].startswith('error: interrupted')
+    assert process.returncode == status and 'Traceback' not in err, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f'error: {words}') and '-epoch0' in last, last
     assert json.loads(pointer.read_text())['epoch'] >= 0
+
+
+@pytest.mark.parametrize('name, value', [('OMP_NUM_THREADS', 'abc'),
+                                         ('MXNET_CPU_WORKER_NTHREADS', '2.5'),
+                                         ('MXNET_MKLDNN_ENABLED', 'yes')])
+def test_an_environment_value_mxnet_cannot_parse_is_one_line(tmp_path, name, value):
+    """MXNet aborts its own import (exit 134) on these; the package refuses them first."""
+    done = subprocess.run([sys.executable, str(REPO / 'train_cifar.py'), '--help'],
+                          capture_output=True, text=True, env=dict(ENV, **{name: value}),
+                          cwd=REPO, timeout=120)
+    assert done.returncode == 2 and 'Traceback' not in done.stderr, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f'error: {name}={value!r}: '), lines
 
 
 def test_disk_full_is_one_line(world, tmp_path):

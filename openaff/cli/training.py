@@ -2,8 +2,10 @@
 the fit-and-report step."""
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import signal
 import sys
 import tempfile
 import traceback
@@ -222,15 +224,17 @@ def run_engine(engine, log, resume_from, report_best, start_epoch=0):
     shutdown for peers that are gone (or that wait for it) would hang the job."""
     from ..engine import TrainingDiverged
     try:
-        records = engine.fit(resume_from=resume_from, start_epoch=start_epoch)
+        with _sigterm_as_interrupt():
+            records = engine.fit(resume_from=resume_from, start_epoch=start_epoch)
     except TrainingDiverged as err:
         fail(f'{err}; the last finite checkpoint is kept (lower --lr, or add warm-up)')
         if engine.cluster.distributed:
             _exit_now(4)
         return 4
-    except KeyboardInterrupt:
-        return fail('interrupted; the checkpoint of the last finished epoch is kept '
-                    '(--resume-from latest continues)', status=130)
+    except KeyboardInterrupt as stop:
+        terminated = isinstance(stop, Terminated)
+        return fail(f'{"terminated (SIGTERM)" if terminated else "interrupted"}; '
+                    f'{_kept_checkpoint(engine)}', status=143 if terminated else 130)
     except OSError as err:  # disk full, a folder removed under the run
         if engine.cluster.distributed:
             fail(f'{engine.cluster.describe()}: {err}')
@@ -248,6 +252,33 @@ def run_engine(engine, log, resume_from, report_best, start_epoch=0):
     best = max(r['val_acc'] for r in records) if records else engine.best
     report_best(best if best is not None else float('nan'))
     return 0
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, what cluster schedulers send on preemption: handled as Ctrl-C is."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    def stop(signum, frame):
+        raise Terminated()
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: leave the default in place
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _kept_checkpoint(engine):
+    record = engine.checkpoints.latest() if engine.cluster.is_chief else None
+    if not record:
+        return 'no epoch had finished, so there is no checkpoint'
+    return (f'the checkpoint of the last finished epoch is kept: {record["params"]} '
+            f'(--resume-from latest continues)')
 
 
 def _exit_now(status):
