@@ -313,3 +313,46 @@ OTHER_CASES = [
                          ids=[c[0] for c in OTHER_CASES])
 def test_commands_refuse_bad_input(world, case, module, argv, fragment):
     assert_one_line_error(run_command(module, *argv(world)), fragment)
+
+
+def test_resume_from_random_bytes_is_one_line(world, tmp_path):
+    noise = tmp_path / 'noise.params'
+    noise.write_bytes(np.random.RandomState(0).bytes(4096))
+    done = run_command('train_cifar.py', *train(world['data'], tmp_path / 'out', '--resume-from',
+                                                noise))
+    assert_one_line_error(done, 'not a parameter file MXNet can read')
+    assert not (tmp_path / 'out').exists() or not list((tmp_path / 'out').glob('*.log'))
+
+
+def test_resume_from_another_architecture_is_one_line_before_any_log(world, tmp_path):
+    other = tmp_path / 'other'
+    done = run_command('train_cifar.py', *train(world['data'], other, '--blocks', '2'))
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = tmp_path / 'out'
+    done = run_command('train_cifar.py', *train(world['data'], out, '--resume-from',
+                                                next(other.glob('*-epoch0000.params'))))
+    assert_one_line_error(done, 'a checkpoint of another network')
+    assert not list(out.glob('*.log'))
+
+
+def test_two_runs_into_one_folder_at_once_the_second_is_refused(world, tmp_path):
+    """The first run holds the folder's lock while it trains: a second run of the same model
+    into the same --save-dir stops in one line instead of overwriting its checkpoints."""
+    out = tmp_path / 'shared'
+    first = subprocess.Popen([sys.executable, str(REPO / 'train_cifar.py'),
+                              *train(world['data'], out, '--num-epochs', '50')],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                             cwd=REPO)
+    try:
+        deadline = time.time() + 120
+        while not list(out.glob('train_*.log')) and time.time() < deadline:
+            time.sleep(0.1)
+        second = run_command('train_cifar.py', *train(world['data'], out, '--overwrite'))
+        assert_one_line_error(second, 'is writing to')
+        assert first.poll() is None
+    finally:
+        first.kill()
+        first.communicate()
+    # the lock dies with its process: a new run may take the folder
+    again = run_command('train_cifar.py', *train(world['data'], out, '--overwrite'))
+    assert again.returncode == 0, again.stderr[-2000:]

@@ -16,6 +16,7 @@ from ..models.external import GLUONCV_PREFIX, gluoncv_spec
 from ..models.inception import inception_merge
 from ..engine.distributed import DistributedError
 from .args import epoch_list, int_between, non_negative_int, positive_int
+from ..engine.checkpoint import release_claims
 from .recipe_options import RecipeOptions
 from .training import (add_run_args, add_scale_out_args, check_paths, check_run, apply_syncbn, clamp_workers, contexts_of, fail,
                        resolve_precision, resolve_seed, run_engine, scaled_lr, shard_of,
@@ -203,12 +204,13 @@ def recipe_of(opt, seed, lr=None):
                          hybrid=opt.mode == 'hybrid', seed=seed)
 
 
-def check_outputs(opt, model_name, recipe):
+def check_outputs(opt, model_name, recipe, net=None, chief=True):
     """Output folders writable, the compare log there, no earlier run replaced unasked."""
     check_paths(dirs=[('--save-dir', opt.save_dir), ('--logging-dir', opt.logging_dir),
                       ('--save-plot-dir', opt.save_plot_dir)],
                 files=[('--compare-log', opt.compare_log)])
-    check_run(opt.save_dir or '.', model_name, opt.resume_from, opt.overwrite, recipe, RECIPE)
+    check_run(opt.save_dir or '.', model_name, opt.resume_from, opt.overwrite, recipe, RECIPE,
+              net, chief)
 
 
 def main(argv=None):
@@ -227,9 +229,10 @@ def main(argv=None):
         apply_syncbn(net, opt.syncbn, contexts)
         opt.seed = cluster.broadcast_int(resolve_seed(opt.seed))
         recipe = recipe_of(opt, opt.seed, scaled_lr(opt.lr, opt.lr_scaling, cluster))
-        check_outputs(opt, model_name, recipe)
+        check_outputs(opt, model_name, recipe, net, cluster.is_chief)
         train_loader, val_loader, classes = loaders(opt, opt.batch_size * len(contexts), cluster)
     except (ValueError, DistributedError, DatasetNotFoundError) as err:
+        release_claims()
         return fail(str(err))
     if opt.bn_branch_momentum is not None:
         set_bn_momentum(net, opt.bn_branch_momentum)

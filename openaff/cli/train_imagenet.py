@@ -15,6 +15,7 @@ from ..models.external import GLUONCV_PREFIX, gluoncv_spec
 from .args import (add_rec_options, epoch_list, int_between, non_negative_int,
                    positive_int)
 from ..engine.distributed import DistributedError
+from ..engine.checkpoint import release_claims
 from .recipe_options import RecipeOptions
 from .training import (add_run_args, add_scale_out_args, check_paths, check_run, apply_syncbn, clamp_workers, contexts_of, fail,
                        resolve_precision, resolve_seed, run_engine, scaled_lr, shard_of,
@@ -161,14 +162,15 @@ def check_teacher(name):
                          f'gluoncv.model_zoo.get_model_list())')
 
 
-def check_outputs(opt, model_name, recipe):
+def check_outputs(opt, model_name, recipe, net=None, chief=True):
     """Output folders writable, inputs there, no earlier run replaced unasked."""
     check_paths(dirs=[('--save-dir', opt.save_dir), ('--save-plot-dir', opt.save_plot_dir),
                       ('--logging-file', os.path.dirname(opt.logging_file or ''))],
                 files=[('--compare-log', opt.compare_log),
                        ('--resume-params', opt.resume_params),
                        ('--resume-states', opt.resume_states)])
-    check_run(opt.save_dir or '.', model_name, opt.resume_from, opt.overwrite, recipe, RECIPE)
+    check_run(opt.save_dir or '.', model_name, opt.resume_from, opt.overwrite, recipe, RECIPE,
+              net, chief)
     check_teacher(opt.teacher)
 
 
@@ -187,10 +189,11 @@ def main(argv=None):
         apply_syncbn(net, opt.syncbn, contexts)
         opt.seed = cluster.broadcast_int(resolve_seed(opt.seed))
         recipe = recipe_of(opt, opt.seed, scaled_lr(opt.lr, opt.lr_scaling, cluster))
-        check_outputs(opt, f'imagenet-{model_name}', recipe)
+        check_outputs(opt, f'imagenet-{model_name}', recipe, net, cluster.is_chief)
         train_loader, val_loader = loaders(opt, opt.batch_size * len(contexts), cluster)
         prepare_net(opt, net, contexts)
     except (ValueError, DistributedError, DatasetNotFoundError, FileNotFoundError) as err:
+        release_claims()
         return fail(str(err))
     log = start_log(opt, opt.logging_file, cluster.is_chief,
                     run=dict(devices=contexts, dtype=opt.dtype, amp=opt.amp, cluster=cluster))

@@ -16,6 +16,7 @@ import mxnet as mx
 
 from ..data.canvases import CANVAS_CLASSES
 from .args import non_negative_int, positive_int
+from ..engine.checkpoint import release_claims
 from .recipe_options import RecipeOptions
 from .training import (add_devices_arg, add_run_args, check_paths, check_run, contexts_of, fail,
                        resolve_seed, run_engine, start_log)
@@ -91,10 +92,11 @@ def main(argv=None):
                       f'-c-{opt.channel_times}')
         check_paths(dirs=[('--save-dir', opt.save_dir), ('--logging-dir', opt.logging_dir),
                           ('--save-plot-dir', opt.save_plot_dir)])
-        check_run(opt.save_dir, model_name, opt.resume_from, opt.overwrite, recipe, RECIPE)
+        check_run(opt.save_dir, model_name, opt.resume_from, opt.overwrite, recipe, RECIPE, net)
         contexts = contexts_of(opt)
         train_loader, val_loader = loaders(opt, seed, opt.batch_size * len(contexts))
     except ValueError as err:
+        release_claims()
         return fail(str(err))
     from ..engine.distributed import Cluster
     log = start_log(opt, os.path.join(opt.logging_dir, f'train_{model_name}.log'),

@@ -102,13 +102,22 @@ RESUMED_FIELDS = ('lr', 'lr_mode', 'num_epochs', 'warmup_epochs', 'warmup_lr', '
                   'step_factor', 'momentum', 'wd', 'no_wd')
 
 
-def check_run(save_dir, model_name, resume_from, overwrite, recipe, options):
-    """``ValueError`` before any work when ``save_dir`` holds an earlier run that this one
-    would replace unasked, or when the run to resume cannot be read or was trained with
-    another schedule than ``recipe``; ``options`` (a RecipeOptions) names the flags."""
+def check_run(save_dir, model_name, resume_from, overwrite, recipe, options, net=None,
+              chief=True):
+    """``ValueError`` before any work when another live run of the model writes to
+    ``save_dir``, when ``save_dir`` holds an earlier run that this one would replace unasked,
+    or when the run to resume cannot be read, holds another network than ``net`` or was
+    trained with another schedule than ``recipe``; ``options`` (a RecipeOptions) names the
+    flags. The ``chief`` of a run (rank 0, the writer) holds the folder's lock from here on."""
     from ..engine.checkpoint import CheckpointManager
     from ..engine.recipe import recipe_record
     checkpoints = CheckpointManager(save_dir, model_name, create=False)
+    if chief:
+        try:
+            checkpoints.claim()
+        except RuntimeError as err:
+            raise ValueError(f'--save-dir {save_dir}: {err}; wait for it, or give another '
+                             f'--save-dir') from None
     if not resume_from:
         if os.path.exists(checkpoints.pointer) and not overwrite:
             raise ValueError(f'--save-dir {save_dir} holds a run of {model_name}: continue it '
@@ -121,6 +130,7 @@ def check_run(save_dir, model_name, resume_from, overwrite, recipe, options):
     except ValueError as err:  # a checkpoint record that is not JSON
         raise ValueError(f'--resume-from {resume_from}: the checkpoint record cannot be read '
                          f'({err})') from None
+    _check_resumed_params(resume_from, record['params'], net)
     trained, asked = record.get('recipe'), recipe_record(recipe)
     changed = [name for name in RESUMED_FIELDS
                if trained and record.get('states') and trained.get(name) != asked.get(name)]
@@ -129,6 +139,25 @@ def check_run(save_dir, model_name, resume_from, overwrite, recipe, options):
         raise ValueError(f'--resume-from {resume_from}: the run was trained with {said}; a '
                          f'resumed run continues its optimizer and schedule, so give the same '
                          f'values or start a new run')
+
+
+def _check_resumed_params(flag_value, path, net):
+    """``ValueError`` for a resume file MXNet cannot read, or whose parameter names are not
+    ``net``'s (a checkpoint of another architecture)."""
+    try:
+        saved = mx.nd.load(path)
+    except mx.base.MXNetError:
+        raise ValueError(f'--resume-from {flag_value}: {path} is not a parameter file MXNet '
+                         f'can read (damaged or not a checkpoint)') from None
+    if net is None or not isinstance(saved, dict):
+        return
+    names = {key.split(':', 1)[-1] for key in saved}
+    expected = set(net._collect_params_with_prefix())
+    if names != expected:
+        missing, unexpected = sorted(expected - names), sorted(names - expected)
+        raise ValueError(f'--resume-from {flag_value}: a checkpoint of another network '
+                         f'({len(missing)} parameters of this one missing, e.g. '
+                         f'{missing[:2]}; {len(unexpected)} unexpected, e.g. {unexpected[:2]})')
 
 
 def add_scale_out_args(parser):
@@ -219,9 +248,18 @@ def shard_of(cluster, train):
 
 
 def run_engine(engine, log, resume_from, report_best, start_epoch=0):
-    """Fit, then report the best validation accuracy. A missing resume file is a one-line
-    error. A distributed worker that fails exits at once: waiting in ps-lite's or Horovod's
-    shutdown for peers that are gone (or that wait for it) would hang the job."""
+    """Fit, then report the best validation accuracy; the run's folder lock is released at
+    the end, however it ends. A distributed worker that fails exits at once: waiting in
+    ps-lite's or Horovod's shutdown for peers that are gone (or that wait for it) would hang
+    the job."""
+    from ..engine.checkpoint import release_claims
+    try:
+        return _fit_and_report(engine, resume_from, report_best, start_epoch)
+    finally:
+        release_claims()
+
+
+def _fit_and_report(engine, resume_from, report_best, start_epoch):
     from ..engine import TrainingDiverged
     try:
         with _sigterm_as_interrupt():

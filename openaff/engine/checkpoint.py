@@ -35,6 +35,15 @@ def atomic_write(path, text):
     return atomic_save(path, write)
 
 
+_CLAIMED = {}  # lock path -> the lock this process holds
+
+
+def release_claims():
+    """Release every run lock this process holds (a run's end; exiting releases them too)."""
+    while _CLAIMED:
+        _CLAIMED.popitem()[1].release()
+
+
 class CheckpointManager:
     """Writes ``<model>-epoch<NNNN>.params/.states`` each epoch and ``<model>-checkpoint.json``
     pointing at the newest; keeps the last ``keep`` sets plus every ``save_period``-th; best
@@ -56,6 +65,25 @@ class CheckpointManager:
         for pattern in (f'.{model}-*.tmp-*', f'.[0-9].[0-9][0-9][0-9][0-9]-{model}-*.tmp-*'):
             for path in glob.glob(os.path.join(folder, pattern)):
                 os.remove(path)
+
+    def claim(self):
+        """Hold this run's lock on ``save_dir`` for the life of the process; ``RuntimeError``
+        when another live process holds it (two runs of one model into one folder would
+        overwrite each other's checkpoints and interleave their logs). The operating system
+        drops the lock when the process ends, however it ends."""
+        import filelock
+        os.makedirs(self.save_dir, exist_ok=True)
+        path = os.path.abspath(os.path.join(self.save_dir, f'.{self.model_name}.lock'))
+        if path in _CLAIMED:  # this process holds it already (a second run in one process)
+            return _CLAIMED[path]
+        lock = filelock.FileLock(path)
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            raise RuntimeError(f'another run of {self.model_name} is writing to '
+                               f'{self.save_dir}') from None
+        _CLAIMED[path] = lock
+        return lock
 
     @property
     def pointer(self):
