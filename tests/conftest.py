@@ -1,5 +1,6 @@
 """Shared test helpers: the ../shared compat fixtures, small random inputs, gradient checks."""
 import json
+import os
 import pathlib
 
 import mxnet as mx
@@ -11,6 +12,25 @@ from openaff._gluon import is_trainable
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / 'shared'
 COMPAT = SHARED / 'compat'
+
+
+# what the compatibility, parity and original-log tests read; without them they would skip
+SHARED_FIXTURES = (COMPAT / 'numeric' / 'index.json', COMPAT / 'released_manifest.json',
+                   COMPAT / 'training', SHARED / 'reference' / 'original_logs')
+WITHOUT_SHARED = 'OPENAFF_WITHOUT_SHARED'
+
+
+def pytest_configure(config):
+    """A checkout without the ../shared fixtures fails the run up front instead of skipping
+    the tests that compare with the original code: a green run then means they ran.
+    ``OPENAFF_WITHOUT_SHARED=1`` keeps the skips, for checkouts that cannot have them."""
+    missing = [str(path) for path in SHARED_FIXTURES
+               if not path.exists() or path.is_dir() and not any(path.iterdir())]
+    if missing and os.environ.get(WITHOUT_SHARED) != '1':
+        raise pytest.UsageError(
+            f'the ../shared fixtures are missing ({", ".join(missing)}): the compatibility, '
+            f'parity and original-log tests need them; set {WITHOUT_SHARED}=1 to skip those '
+            f'tests instead')
 
 
 def compat_index():
