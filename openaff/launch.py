@@ -15,9 +15,12 @@ MXNet's parameter server (ps-lite) gives every process a role through environmen
 
 ``DMLC_NUM_SERVER`` and ``DMLC_NUM_WORKER`` tell each of them how many nodes to wait for, and
 ``DMLC_NODE_HOST`` the address a node announces (set here when a hostfile is given, for hosts
-with several network interfaces). Importing mxnet with ``DMLC_ROLE`` set to ``scheduler`` or
-``server`` runs that role's loop inside the import and exits the process when the job ends, so
-the scheduler and the servers are just ``python -c 'import mxnet'``.
+with several network interfaces). Each worker also gets ``OPENAFF_LOCAL_RANK`` and
+``OPENAFF_LOCAL_SIZE``, its index among the workers of its host and their number, so that
+workers sharing a host can split its GPUs (``--gpus 0,1,2,3`` for two workers: 0,1 and 2,3).
+Importing mxnet with ``DMLC_ROLE`` set to ``scheduler`` or ``server`` runs that role's loop
+inside the import and exits the process when the job ends, so the scheduler and the servers are
+just ``python -c 'import mxnet'``.
 
 This launcher sets those variables, starts the scheduler (always on this machine), the servers
 and then the workers (round-robin over the hosts of ``--hostfile``; through ``--ssh`` on other
@@ -41,7 +44,8 @@ import subprocess
 import sys
 import time
 
-__all__ = ['Process', 'Job', 'read_hostfile', 'assign_hosts', 'build_processes']
+__all__ = ['Process', 'Job', 'read_hostfile', 'assign_hosts', 'build_processes',
+           'local_placements']
 
 PROG = 'openaff.launch'
 DEFAULT_SSH = 'ssh -o BatchMode=yes -o StrictHostKeyChecking=no'
@@ -354,9 +358,11 @@ def build_processes(command, num_workers, num_servers, hosts=None, scheduler_hos
         'PYTHONUNBUFFERED': '1',
     }
 
-    def make(role, index, host, argv):
+    def make(role, index, host, argv, placement=None):
         is_local = host in local
         env = dict(common, DMLC_ROLE=role)
+        if placement is not None:
+            env['OPENAFF_LOCAL_RANK'], env['OPENAFF_LOCAL_SIZE'] = map(str, placement)
         if role == 'server':
             # mxnet 1.9.1's server answers a push-pull from the stored array right after
             # queueing the asynchronous copy of the merged gradient into it, so a worker can
@@ -368,9 +374,25 @@ def build_processes(command, num_workers, num_servers, hosts=None, scheduler_hos
         return Process(role, index, 'localhost' if is_local else host, argv, env, is_local, ssh)
 
     server_hosts, worker_hosts = assign_hosts(hosts or ['localhost'], num_servers, num_workers)
+    placements = local_placements(['localhost' if h in local else resolve(h)
+                                  for h in worker_hosts])
     return ([make('scheduler', 0, 'localhost', PS_COMMAND)]
             + [make('server', i, h, SERVER_COMMAND) for i, h in enumerate(server_hosts)]
-            + [make('worker', i, h, command) for i, h in enumerate(worker_hosts)])
+            + [make('worker', i, h, command, placements[i])
+               for i, h in enumerate(worker_hosts)])
+
+
+def local_placements(worker_hosts):
+    """(index among the workers of the same host, number of workers on that host) for each
+    worker, in order; hosts are compared as given (resolve names first to merge aliases)."""
+    totals = {}
+    for host in worker_hosts:
+        totals[host] = totals.get(host, 0) + 1
+    seen, placements = {}, []
+    for host in worker_hosts:
+        placements.append((seen.get(host, 0), totals[host]))
+        seen[host] = seen.get(host, 0) + 1
+    return placements
 
 
 if __name__ == '__main__':

@@ -278,3 +278,13 @@ def test_attention_maps_on_a_named_device(tmp_path):
     assert cam.main(['cifar_aff_resnet20', '--image', str(REPO / 'docs' / 'digit-8.png'),
                      '--devices', 'cpu:1', '-o', str(out)]) == 0
     assert out.stat().st_size > 0
+
+
+def test_a_batch_smaller_than_the_device_list_is_evaluated(tmp_path):
+    """A shard's last validation batch can hold fewer images than the worker has devices."""
+    from openaff.engine import evaluate
+    net = tiny_net('DirectAdd')
+    net.initialize(mx.init.Xavier(), ctx=DEVICES)
+    x, y = batches(1)[0]
+    result = evaluate(net, [(x, y), (x[:1], y[:1])], DEVICES)
+    assert result['val_loss'] > 0 and 0 <= result['val_acc'] <= 1

@@ -22,16 +22,18 @@ def contexts_of(opt, cluster=None):
     """The devices of this process: ``--devices`` when given, else the original scripts'
     ``--gpus`` / ``--num-gpus`` (this worker's share of them when several workers share a
     host), the CPU when there is no GPU. ``ValueError`` names a bad ``--devices``."""
+    named = None
     if getattr(opt, 'devices', None):
         try:
-            return parse_devices(opt.devices)
+            named = parse_devices(opt.devices)
         except ValueError as err:
             raise ValueError(f'--devices {opt.devices}: {err}') from None
-    local = dict(local_rank=getattr(cluster, 'local_rank', 0),
-                 local_size=getattr(cluster, 'local_size', 1)) if cluster else {}
+        if cluster is None:
+            return named
+    local = dict(local_rank=cluster.local_rank, local_size=cluster.local_size) if cluster else {}
     default = default_devices(gpus=getattr(opt, 'gpus', None),
                               num_gpus=getattr(opt, 'num_gpus', None), **local)
-    return cluster.contexts(default) if cluster else default
+    return cluster.contexts(default, named) if cluster else default
 
 
 def add_devices_arg(parser, what='trains'):

@@ -224,9 +224,11 @@ class Engine:
     def _refresh_bn(self):
         if not self.recipe.precise_bn:
             return
-        dtype, ctx = self.recipe.dtype, self.contexts[0]
-        batches = ((b[0].as_in_context(ctx).astype(dtype, copy=False),) for b in self.train_data)
-        precise_bn(self.net, batches, num_batches=self.recipe.precise_bn)
+        # each batch split over the devices as a training step splits it: the whole batch on
+        # the first one would need its memory there, and would normalise over the whole batch
+        # what plain BatchNorms normalise per device in training
+        precise_bn(self.net, self.train_data, num_batches=self.recipe.precise_bn,
+                   ctx=self.contexts, dtype=self.recipe.dtype)
         self.watchdog.beat()
 
     def bn_statistics(self):

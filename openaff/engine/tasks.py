@@ -17,7 +17,10 @@ __all__ = ['Classification', 'Segmentation', 'evaluate']
 
 
 def _split(batch, contexts):
+    """A batch's slices, one per device; a batch smaller than the device list (a shard's last
+    validation batch) goes to as many devices as it has samples, none gets an empty slice."""
     data, label = batch[0], batch[1]
+    contexts = contexts[:max(1, min(len(contexts), data.shape[0]))]
     return (gluon.utils.split_and_load(data, ctx_list=contexts, batch_axis=0, even_split=False),
             gluon.utils.split_and_load(label, ctx_list=contexts, batch_axis=0, even_split=False))
 
