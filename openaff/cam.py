@@ -17,30 +17,78 @@ import mxnet as mx
 from mxnet import autograd
 from mxnet.gluon import nn
 
-__all__ = ['preprocess', 'stages_of', 'grad_cam', 'attention_maps', 'top_classes',
+__all__ = ['as_rgb8', 'preprocess', 'stages_of', 'grad_cam', 'attention_maps', 'top_classes',
            'display_crop', 'figure']
 
 _RESNET_STEM = ('conv1', 'bn1', 'relu', 'maxpool')
 _RESNET_HEAD = ('avgpool', 'flat', 'drop', 'fc')
 
 
+def as_rgb8(image):
+    """``image`` as a uint8 (H, W, 3) RGB array, its values scaled rather than clipped.
+
+    Takes a numpy array or NDArray (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) (alpha dropped)
+    or a PIL image. uint8 is kept; uint16 (and PIL's 16-bit modes) is a 16-bit image, divided
+    by 257; other integers are kept when they fit 0..255, else read as 16-bit when they fit
+    0..65535; floats all within [0, 1] are that scale (matplotlib's and scikit-image's) and are
+    multiplied by 255, floats within [0, 255] are rounded. Anything else is a ``ValueError``:
+    casting it would clip it to black and white.
+    """
+    if hasattr(image, 'mode') and hasattr(image, 'convert'):  # a PIL image
+        if not (image.mode.startswith('I') or image.mode == 'F'):
+            image = image.convert('RGB')  # Pillow scales its own 8-bit modes (P, CMYK, LA, ...)
+        image = np.asarray(image)
+    elif isinstance(image, mx.nd.NDArray):
+        image = image.asnumpy()
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+        raise ValueError(f'expected an image (H, W), (H, W, 3) or (H, W, 4), got shape '
+                         f'{array.shape}')
+    array = np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array[..., :3]
+    return _scaled_to_uint8(array)
+
+
+def _scaled_to_uint8(array):
+    kind = array.dtype.kind
+    if array.dtype == np.uint8:
+        return array
+    if kind == 'u' and array.dtype.itemsize == 2:  # any byte order (PIL's I;16B)
+        return np.rint(array / 257.0).astype(np.uint8)
+    if kind not in 'uif' or not array.size:
+        raise ValueError(f'cannot read a {array.dtype} array as an image')
+    if kind == 'f' and not np.isfinite(array).all():
+        raise ValueError('the image holds NaN or infinite values')
+    low, high = float(array.min()), float(array.max())
+    if low < 0:
+        raise ValueError(f'image values run from {low:g} to {high:g}: give uint8, uint16, '
+                         f'floats in [0, 1] or floats in [0, 255]')
+    if kind == 'f' and high <= 1:
+        return np.rint(array * 255.0).astype(np.uint8)
+    if high <= 255:
+        return np.rint(array).astype(np.uint8)
+    if kind in 'ui' and high <= 65535:
+        return np.rint(array / 257.0).astype(np.uint8)
+    raise ValueError(f'image values run from {low:g} to {high:g}: give uint8, uint16, '
+                     f'floats in [0, 1] or floats in [0, 255]')
+
+
 def preprocess(image, mean, std, size):
-    """A (1, 3, size, size) float32 batch from an RGB uint8 array (H, W, 3): the short side
-    resized to ``size / 0.875`` and a centre crop for ImageNet sizes, a plain resize for small
-    (CIFAR) inputs, then normalised by ``mean``/``std`` (0..1 scale)."""
-    from PIL import Image
-    photo = Image.fromarray(np.asarray(image, dtype=np.uint8))
+    """A (1, 3, size, size) float32 batch from an RGB image (see :func:`as_rgb8` for the
+    types taken). For ImageNet sizes (64 and up) it is exactly what evaluation feeds the
+    network (:func:`openaff.data.imagenet.validation_transform`: OpenCV resize of the short
+    side to ``ceil(size / 0.875)``, centre crop, normalised by ``mean``/``std`` on the 0..1
+    scale); small (CIFAR) inputs are the whole photo resized to ``size`` x ``size``."""
+    from mxnet.gluon.data.vision import transforms
+    from .data.imagenet import validation_transform
+    photo = mx.nd.array(as_rgb8(image), dtype='uint8')
     if size >= 64:
-        short = int(round(size / 0.875))
-        scale = short / min(photo.size)
-        photo = photo.resize((max(size, round(photo.width * scale)),
-                              max(size, round(photo.height * scale))), Image.BILINEAR)
-        left, top = (photo.width - size) // 2, (photo.height - size) // 2
-        photo = photo.crop((left, top, left + size, top + size))
+        transform = validation_transform(size, 0.875, mean, std)
     else:
-        photo = photo.resize((size, size), Image.BILINEAR)
-    array = (np.asarray(photo, dtype=np.float32) / 255 - np.asarray(mean)) / np.asarray(std)
-    return mx.nd.array(array.transpose(2, 0, 1)[None].astype(np.float32))
+        transform = transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor(),
+                                        transforms.Normalize(mean, std)])
+    return transform(photo).expand_dims(0)
 
 
 def stages_of(net):
@@ -81,11 +129,24 @@ def _normalise(heat):
 
 def grad_cam(net, batch, class_index=None, stage=-1):
     """Grad-CAM of ``class_index`` (default: the predicted class) at residual stage ``stage``
-    (an index into :func:`stages_of`, default the last) for a (1, 3, H, W) ``batch``.
-    Returns the map (H, W) in [0, 1] and the logits (classes,)."""
+    (an index into the stages of :func:`stages_of`, counted from 0; default -1, the last) for
+    a (1, 3, H, W) ``batch``. Returns the map (H, W) in [0, 1] and the logits (classes,).
+    ``TypeError`` for a batch that is not an NDArray or a non-integer stage or class,
+    ``ValueError`` for a stage or class the network does not have."""
+    if not isinstance(batch, mx.nd.NDArray):
+        raise TypeError(f'grad_cam takes an NDArray batch (see preprocess), got '
+                        f'{type(batch).__name__}')
     if batch.ndim != 4 or batch.shape[0] != 1:
         raise ValueError(f'grad_cam takes one image as a (1, 3, H, W) batch, got {batch.shape}')
+    if isinstance(stage, bool) or not isinstance(stage, (int, np.integer)):
+        raise TypeError(f'stage must be an int, got {type(stage).__name__}')
+    if class_index is not None and (isinstance(class_index, bool) or
+                                    not isinstance(class_index, (int, np.integer))):
+        raise TypeError(f'class_index must be an int or None, got {type(class_index).__name__}')
     blocks, stages = stages_of(net)
+    if not -len(stages) <= stage < len(stages):
+        raise ValueError(f'stage {stage}: {type(net).__name__} has {len(stages)} residual '
+                         f'stages (0..{len(stages) - 1}, or negative from the last)')
     cut = stages[stage] + 1
     if cut == stages[-1] + 1:
         # the last stage as the classifier sees it: after a pre-activation net's final
@@ -161,12 +222,16 @@ def display_crop(image, size, side=224):
     pixels square, for drawing maps over."""
     from PIL import Image
     batch = preprocess(image, (0, 0, 0), (1 / 255, 1 / 255, 1 / 255), max(size, 64))
-    crop = batch[0].asnumpy().transpose(1, 2, 0).clip(0, 255).astype(np.uint8)
+    crop = np.rint(batch[0].asnumpy().transpose(1, 2, 0)).clip(0, 255).astype(np.uint8)
     return np.asarray(Image.fromarray(crop).resize((side, side), Image.BILINEAR))
 
 
 def figure(photo, panels, path, title=''):
-    """One row: ``photo`` (H, W, 3), then each ``(label, map)`` of ``panels`` over it."""
+    """One row: ``photo`` (H, W, 3), then each ``(label, map)`` of ``panels`` over it, written
+    to ``path`` (``.png`` appended when it has no extension); returns the path written."""
+    import os
+    if not os.path.splitext(os.fspath(path))[1]:
+        path = os.fspath(path) + '.png'  # what savefig writes; the caller is told this name
     from .plotting import pyplot
     plt = pyplot()
     fig, axes = plt.subplots(1, len(panels) + 1, figsize=(2.6 * (len(panels) + 1), 3.0))

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import mxnet as mx
 
-__all__ = ['Target', 'EvalData', 'resolve', 'build', 'val_loader', 'evaluate_checkpoint',
-           'report']
+__all__ = ['Target', 'EvalData', 'resolve', 'build', 'val_loader', 'check_dtype',
+           'evaluate_checkpoint', 'report']
 
 
 @dataclass
@@ -123,59 +123,87 @@ class EvalData:
     input_size: int | None = None
     synthetic: bool = False
     rec_files: dict | None = None   # ImageNet .rec/.idx paths (``DEFAULT_REC_FILES`` keys)
+    dtype: str = 'float32'          # the network's and the batches' precision
 
 
-def val_loader(data, target):
+def val_loader(data, target, with_train=True):
     """(training, validation) loaders of the target's dataset, without augmentation: the
-    training batches serve precise BN."""
+    training batches serve precise BN. With ``with_train=False`` only the validation data is
+    read (training is ``None``), so evaluating needs no training files."""
     from mxnet import gluon
     from .data import cifar, digits, imagenet
     dataset = data.dataset or target.dataset
     if dataset == 'imagenet':
         size = data.input_size or target.input_size
         if data.synthetic:
-            return imagenet.synthetic_loaders(data.batch_size, size,
-                                              target.kwargs.get('classes', 1000))
+            train, val = imagenet.synthetic_loaders(data.batch_size, size,
+                                                    target.kwargs.get('classes', 1000))
+            return (train if with_train else None), val
         if data.rec_files:
-            files = data.rec_files
+            files = {key: os.path.expanduser(path) for key, path in data.rec_files.items()}
+            if not with_train:
+                return None, imagenet.rec_val_loader(files['rec_val'], files['rec_val_idx'],
+                                                     data.batch_size, size)
             return imagenet.rec_loaders(files['rec_train'], files['rec_train_idx'],
                                         files['rec_val'], files['rec_val_idx'],
                                         data.batch_size, size)
-        return imagenet.folder_loaders(os.path.expanduser(data.data_dir), data.batch_size, size)
+        root = os.path.expanduser(data.data_dir or '~/.mxnet/datasets/imagenet')
+        if not with_train:
+            return None, imagenet.folder_val_loader(root, data.batch_size, size)
+        return imagenet.folder_loaders(root, data.batch_size, size)
+    splits = (True, False) if with_train else (False,)
     if dataset == 'digits':
         sets = [digits.Digits(train=t).transform_first(digits.digits_transforms(False))
-                for t in (True, False)]
+                for t in splits]
     else:
         sets = [cifar.CIFAR(dataset, data.data_dir, train=t, labels=data.labels or target.labels)
-                .transform_first(cifar.cifar_transforms(False)) for t in (True, False)]
-    return tuple(gluon.data.DataLoader(s, batch_size=data.batch_size, shuffle=False)
-                 for s in sets)
+                .transform_first(cifar.cifar_transforms(False)) for t in splits]
+    loaders = [gluon.data.DataLoader(s, batch_size=data.batch_size, shuffle=False) for s in sets]
+    return tuple(loaders) if with_train else (None, loaders[0])
+
+
+def check_dtype(dtype, contexts):
+    """``ValueError`` for a precision the devices cannot evaluate in: MXNet 1.9.1 has no
+    float16 convolution on the CPU."""
+    if dtype not in ('float32', 'float16'):
+        raise ValueError(f'dtype must be float32 or float16, got {dtype!r}')
+    if dtype == 'float16' and any(c.device_type == 'cpu' for c in contexts):
+        raise ValueError('float16 needs GPUs: MXNet 1.9.1 has no float16 convolution on the '
+                         'CPU (evaluate in float32, or name GPUs)')
 
 
 def evaluate_checkpoint(name_or_path, data=None, precise_bn_batches=0, ctx=None):
     """Top-1/top-5 accuracy and loss of a zoo name, released file or training checkpoint
     (see :func:`resolve`), with the value to compare it with; returns a dict. ``ctx`` is a
-    context or a list of them (each batch is split over the list)."""
+    context or a list of them (each batch is split over the list). The training data is read
+    only for precise BN (``precise_bn_batches > 0``); ``data.dtype`` float16 casts the
+    network after that (GPUs only)."""
     from .batchnorm import precise_bn
     from .engine import evaluate
     data = data or EvalData()
     contexts = list(ctx) if isinstance(ctx, (list, tuple)) else [ctx or mx.cpu()]
     ctx = contexts[0]
+    check_dtype(data.dtype, contexts)
     target = resolve(name_or_path)
     net = build(target, contexts)
+    train, val = val_loader(data, target, with_train=bool(precise_bn_batches))
     net.hybridize(static_alloc=True)
-    train, val = val_loader(data, target)
     statistics = 'running statistics stored in the checkpoint'
     if precise_bn_batches:
         precise_bn(net, train, num_batches=precise_bn_batches, ctx=ctx)
         statistics = f'precise BN over {precise_bn_batches} training batches'
-    result = evaluate(net, val, contexts)
+    if data.dtype != 'float32':
+        net.cast(data.dtype)
+        net.hybridize(static_alloc=True)  # drops a graph precise BN built for float32
+    result = evaluate(net, val, contexts, dtype=data.dtype)
     return dict(result, target=name_or_path, dataset=data.dataset or target.dataset,
                 labels=data.labels or target.labels, bn_statistics=statistics,
-                reference=target.reference, reference_acc=target.reference_acc)
+                dtype=data.dtype, reference=target.reference,
+                reference_acc=target.reference_acc)
 
 
 def report(result):
+    """The lines the command prints for a result of :func:`evaluate_checkpoint`."""
     top5 = result['val_top5']
     lines = [f'checkpoint:    {result["target"]}',
              f'data:          {result["dataset"]} ({result["labels"]} labels), validation split',
@@ -184,6 +212,8 @@ def report(result):
              f'top-5 acc:     {top5:.4f}' if top5 is not None else 'top-5 acc:     n/a',
              f'loss:          {result["val_loss"]:.4f}',
              f'compare with:  {result["reference"] or "nothing recorded"}']
+    if result.get('dtype', 'float32') != 'float32':
+        lines.insert(3, f'precision:     {result["dtype"]}')
     return '\n'.join(lines)
 
 

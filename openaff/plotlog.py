@@ -14,13 +14,22 @@ from .plotting import pyplot
 
 
 def plot_logs(paths, output, labels=None):
-    """Validation accuracy per epoch of every log in ``paths``, one line each, to ``output``."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for path, label in zip(paths, labels or [os.path.basename(p) for p in paths]):
+    """Validation accuracy per epoch of every log in ``paths``, one line each, to ``output``
+    (``.png`` appended when it has no extension, as savefig does); returns the path written.
+    Every log is read before anything is drawn or written."""
+    labels = labels or [os.path.basename(p) for p in paths]
+    curves = []
+    for path in paths:
         curve = parse_log(path)
         if not curve:
             raise ValueError(f'{path}: no "[Epoch N] ... val=" or "validation: err-top1=" lines')
+        curves.append(curve)
+    output = os.fspath(output)
+    if not os.path.splitext(output)[1]:
+        output += '.png'
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for curve, label in zip(curves, labels):
         ax.plot(list(curve), list(curve.values()), label=f'{label} (last {list(curve.values())[-1]:.4f})')
     ax.set_xlabel('epoch')
     ax.set_ylabel('validation accuracy')

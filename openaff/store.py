@@ -4,6 +4,8 @@ Released checkpoints are identified by their git blob SHA-1 (the id git
 gives a file's content), so a file can be checked against the repository
 that publishes it without a separate checksum list.
 """
+from __future__ import annotations
+
 import dataclasses
 import hashlib
 import http.client
@@ -13,6 +15,8 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import filelock
 import mxnet as mx
@@ -21,13 +25,22 @@ from tqdm import tqdm
 
 __all__ = [
     "DEFAULT_BASE_URL", "ChecksumError", "DownloadError", "CheckpointError",
-    "CheckpointMismatchError", "LoadReport", "git_blob_sha1", "fetch_release",
-    "load_checkpoint",
+    "CheckpointMismatchError", "LoadReport", "check_ctx", "default_root", "git_blob_sha1",
+    "fetch_release", "load_checkpoint",
 ]
 
 DEFAULT_BASE_URL = "https://raw.githubusercontent.com/YimianDai/open-aff/master/"
 BASE_URL_ENV = "OPENAFF_BASE_URL"
+# the cache without $MXNET_HOME; default_root() is what a call without root uses
 DEFAULT_ROOT = os.path.join("~", ".mxnet", "models")
+
+
+def default_root():
+    """The checkpoint cache when no ``root`` is given: ``$MXNET_HOME/models``, MXNet's (and
+    GluonCV's) data-directory convention, else ``~/.mxnet/models``. Read at each call, so
+    setting ``MXNET_HOME`` after import counts."""
+    return os.path.join(mx.base.data_dir(), "models")
+
 
 _CHUNK = 1 << 20
 _TIMEOUT = 60
@@ -140,7 +153,7 @@ def _download_verified(url, path, expected, progress):
         "(after %d attempts)." % (url, expected, got, _ATTEMPTS))
 
 
-def fetch_release(relpath, blob_sha1, root=DEFAULT_ROOT, base_url=None,
+def fetch_release(relpath, blob_sha1, root=None, base_url=None,
                   progress=None):
     """Return the local path of a verified copy of a released file.
 
@@ -157,8 +170,9 @@ def fetch_release(relpath, blob_sha1, root=DEFAULT_ROOT, base_url=None,
         Path of the file relative to the base URL.
     blob_sha1 : str
         Expected git blob id of the file (as shown by ``git ls-tree``).
-    root : str
-        Cache directory; ``~`` is expanded and the directory is created.
+    root : str, optional
+        Cache directory; ``~`` is expanded and the directory is created. Default
+        :func:`default_root` (``$MXNET_HOME/models``, else ``~/.mxnet/models``).
     base_url : str, optional
         Overrides the environment variable and the default base URL.
     progress : bool, optional
@@ -172,7 +186,7 @@ def fetch_release(relpath, blob_sha1, root=DEFAULT_ROOT, base_url=None,
         Two downloads in a row did not match ``blob_sha1``.
     """
     expected = blob_sha1.lower()
-    root = os.path.expanduser(root)
+    root = os.path.expanduser(os.fspath(default_root() if root is None else root))
     os.makedirs(root, exist_ok=True)
     path = os.path.join(root, os.path.basename(relpath))
     # a verified copy is used as it is: files are only ever replaced whole, so no lock is
@@ -181,7 +195,8 @@ def fetch_release(relpath, blob_sha1, root=DEFAULT_ROOT, base_url=None,
         return path
     if not os.access(root, os.W_OK):
         raise DownloadError("The cache %s is read-only and holds no verified copy of %s; "
-                            "pass a writable root (or OPENAFF_CACHE)." % (root, relpath))
+                            "pass a writable root, or set MXNET_HOME (the cache is then "
+                            "$MXNET_HOME/models)." % (root, relpath))
     with filelock.FileLock(path + ".lock"):
         if os.path.isfile(path) and git_blob_sha1(path) == expected:
             return path
@@ -356,9 +371,22 @@ def _init_skipped(params, names, ctx):
             param.initialize(ctx=ctx)
 
 
-def load_checkpoint(net, source, ctx=None, skip_classifier=False,
-                    classifier=None, allow_missing=False, ignore_extra=False,
-                    allow_non_finite=False):
+def check_ctx(ctx, name="ctx"):
+    """``TypeError`` unless ``ctx`` is ``None``, an ``mx.Context`` or a non-empty list or tuple
+    of them (a string such as ``'cpu'`` is not one: ``mx.cpu()`` is)."""
+    if ctx is None:
+        return
+    items = ctx if isinstance(ctx, (list, tuple)) else [ctx]
+    if not items or not all(isinstance(item, mx.Context) for item in items):
+        raise TypeError("%s must be an mx.Context (e.g. mx.cpu(), mx.gpu(0)) or a list of "
+                        "them, got %r" % (name, ctx))
+
+
+def load_checkpoint(net: mx.gluon.Block, source: str | os.PathLike | Mapping[str, Any],
+                    ctx: mx.Context | Sequence[mx.Context] | None = None,
+                    skip_classifier: bool = False,
+                    classifier: str | Sequence[str] | None = None, allow_missing: bool = False,
+                    ignore_extra: bool = False, allow_non_finite: bool = False) -> LoadReport:
     """Load a checkpoint into a Gluon block, strictly by default.
 
     Nothing is loaded unless the whole check passes. The network may be
@@ -397,6 +425,9 @@ def load_checkpoint(net, source, ctx=None, skip_classifier=False,
 
     Raises
     ------
+    TypeError
+        ``net`` is not a Gluon block, ``source`` neither a path nor a dict, or ``ctx`` not a
+        context or list of them.
     FileNotFoundError
         ``source`` is a path that does not exist.
     CheckpointError
@@ -406,13 +437,20 @@ def load_checkpoint(net, source, ctx=None, skip_classifier=False,
     CheckpointError
         Also for integer arrays, and for NaN or inf unless ``allow_non_finite``.
     """
+    if not isinstance(net, mx.gluon.Block):
+        raise TypeError("load_checkpoint loads into a Gluon Block, got %s" % type(net).__name__)
+    if not isinstance(source, (str, os.PathLike, Mapping)):
+        raise TypeError("source must be the path of a .params file or a dict of name -> array, "
+                        "got %s" % type(source).__name__)
+    check_ctx(ctx)
     params = net._collect_params_with_prefix()
-    raw = _read_params_file(source) if isinstance(source, (str, os.PathLike)) else source
+    raw = _read_params_file(os.fspath(source)) if isinstance(source, (str, os.PathLike)) \
+        else source
     loaded = _normalise_keys(raw, params)
     skip = _classifier_names(params, loaded, classifier) if skip_classifier else set()
 
     to_load, missing, unexpected, conflicts = _plan(params, loaded, skip)
-    label = repr(os.fspath(source)) if not isinstance(source, dict) else "(dict)"
+    label = repr(os.fspath(source)) if not isinstance(source, Mapping) else "(dict)"
     if conflicts or (missing and not allow_missing) or (unexpected and not ignore_extra):
         raise CheckpointMismatchError(
             _mismatch_message(label, missing, unexpected, conflicts))

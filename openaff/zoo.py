@@ -5,22 +5,31 @@ Networks of *Attentional Feature Fusion* (Dai et al., WACV 2021). Names follow t
 ``architecture.tag``: the architecture (``cifar_aff_resnet32``) and, after the dot, which
 released weights (``.fine``, ``.coarse`` for the 20 CIFAR-100 superclasses, ``.imagenet``); the
 architecture alone means its first release. ``get_model`` follows GluonCV: without
-``pretrained`` the network is returned uninitialised (the training scripts initialise it); user
-keyword arguments override the named configuration (timm's ``dict(model_args, **kwargs)``).
+``pretrained`` the network is returned uninitialised (the training scripts initialise it) and
+``ctx`` is not used; user keyword arguments override the named configuration (timm's
+``dict(model_args, **kwargs)``). :func:`register_gluoncv` puts every name into GluonCV's own
+model zoo, so ``gluoncv.model_zoo.get_model('aff_resnet50', pretrained=True)`` works too.
 """
 from __future__ import annotations
 
+import functools
 import inspect
+import os
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+import mxnet as mx
+from mxnet.gluon import HybridBlock
 
 from .data.cifar import CIFAR_MEAN, CIFAR_STD
 from .data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from .models import AFFResNet, AFFResNeXt, CIFARAFFResNet, CIFARAFFResNeXt, CIFARInception
 
-__all__ = ['ModelInfo', 'Release', 'get_model', 'list_models', 'model_info', 'released_for',
+__all__ = ['ModelInfo', 'Release', 'get_model', 'list_models', 'get_model_list',
+           'pretrained_model_list', 'model_info', 'released_for', 'register_gluoncv',
            'architecture', 'MODELS', 'ALIASES']
-
 
 
 @dataclass(frozen=True)
@@ -184,7 +193,7 @@ ALIASES = {**{architecture(n): n for n in reversed(list(MODELS)) if '.' in n},
            'cifar_aff_resnext47_32x4d_coarse': 'cifar_aff_resnext47_32x4d.coarse'}
 
 
-def list_models(pretrained=False):
+def list_models(pretrained: bool = False) -> list[str]:
     """Architecture names accepted by :func:`get_model`, in table order; with ``pretrained``,
     the ``architecture.tag`` names of every released checkpoint."""
     if pretrained:
@@ -192,12 +201,28 @@ def list_models(pretrained=False):
     return list(dict.fromkeys(architecture(name) for name in MODELS))
 
 
-def model_info(name) -> ModelInfo:
+def get_model_list() -> list[str]:
+    """Every name :func:`get_model` takes (architectures, then ``architecture.tag`` names),
+    as ``gluoncv.model_zoo.get_model_list`` lists GluonCV's."""
+    return list(dict.fromkeys(list_models() + list(MODELS)))
+
+
+def pretrained_model_list() -> list[str]:
+    """Every name :func:`get_model` takes with ``pretrained=True`` (architectures with a
+    release, then the ``architecture.tag`` names), as
+    ``gluoncv.model_zoo.pretrained_model_list`` lists GluonCV's."""
+    released = list_models(pretrained=True)
+    return [arch for arch in list_models() if ALIASES.get(arch) in released] + released
+
+
+def model_info(name: str) -> ModelInfo:
     """The :class:`ModelInfo` of a zoo name (``architecture`` or ``architecture.tag``); unknown
-    names raise ``ValueError`` listing the valid ones."""
-    canonical = None
-    if isinstance(name, str):
-        canonical = name if name in MODELS else ALIASES.get(name)
+    names raise ``ValueError`` listing the valid ones, a name that is not a string
+    ``TypeError``."""
+    if not isinstance(name, str):
+        raise TypeError(f'a model name is a str (e.g. {list_models()[0]!r}), got '
+                        f'{type(name).__name__}')
+    canonical = name if name in MODELS else ALIASES.get(name)
     if canonical is None:
         raise ValueError(f'unknown model {name!r}; valid names: '
                          f'{", ".join(list_models() + list_models(pretrained=True))}')
@@ -225,22 +250,26 @@ def _check_arguments(info, kwargs):
                          f'{", ".join(p.name for p in accepted)}')
 
 
-def get_model(name, pretrained: bool | str = False, root='~/.mxnet/models', ctx=None,
-              skip_classifier=False, **kwargs: Any):
+def get_model(name: str, pretrained: bool | str | os.PathLike = False,
+              root: str | os.PathLike | None = None,
+              ctx: mx.Context | Sequence[mx.Context] | None = None,
+              skip_classifier: bool = False, **kwargs: Any) -> HybridBlock:
     """Build a zoo network, optionally with released or local weights.
 
     Parameters
     ----------
     name : str
-        A name of :func:`list_models`, e.g. ``'aff_resnet50'``.
-    pretrained : bool or str
+        A name of :func:`get_model_list`, e.g. ``'aff_resnet50'``.
+    pretrained : bool or str or path-like
         ``True`` fetches the released checkpoint (base URL from ``OPENAFF_BASE_URL``, cached
         under ``root`` and verified by its git blob SHA-1); a path loads that local file.
-    root : str
-        Cache directory for released checkpoints.
-    ctx : Context or list of Context
-        Where the loaded parameters live (default CPU); only with ``pretrained`` (an
-        uninitialised network has no parameters to place: ``net.initialize(ctx=...)``).
+    root : str or path-like, optional
+        Cache directory for released checkpoints; default ``$MXNET_HOME/models``, else
+        ``~/.mxnet/models`` (:func:`openaff.store.default_root`), as GluonCV's.
+    ctx : Context or list of Context, optional
+        Where the loaded parameters live (default CPU). As in GluonCV, it is not used without
+        ``pretrained``: an uninitialised network has no parameters to place, so call
+        ``net.initialize(ctx=...)``.
     skip_classifier : bool
         Keep the classifier's own initialisation instead of loading it (e.g. a checkpoint for
         another class count).
@@ -252,22 +281,121 @@ def get_model(name, pretrained: bool | str = False, root='~/.mxnet/models', ctx=
     -------
     HybridBlock
         The network, with ``net.model_info`` set. Without ``pretrained`` it is not initialised.
+
+    Raises
+    ------
+    TypeError
+        ``name`` is not a string, ``pretrained`` not a bool or path, or ``ctx`` not a
+        context or list of them (``'cpu'`` is a string: pass ``mx.cpu()``).
+    ValueError
+        An unknown name or constructor argument, or ``pretrained=True`` for a name without a
+        released checkpoint.
     """
+    from . import store
     info = model_info(name)
+    if not isinstance(pretrained, bool | str | os.PathLike):
+        raise TypeError(f'pretrained must be True/False or the path of a .params file, got '
+                        f'{type(pretrained).__name__}')
+    store.check_ctx(ctx)
     _check_arguments(info, kwargs)
-    if ctx is not None and not pretrained:
-        raise ValueError('ctx places loaded weights and needs pretrained; without weights, '
-                         'initialise where you want them: net.initialize(ctx=...)')
     net = info.builder(**{**info.args, **kwargs})
     net.model_info = replace(info, args={**info.args, **kwargs})
     if pretrained:
-        from . import store
         if pretrained is True:
             if info.release is None:
                 raise ValueError(f'{name!r} has no released checkpoint; models with one: '
                                  f'{", ".join(list_models(pretrained=True))}')
             path = store.fetch_release(info.release.path, info.release.blob_sha1, root=root)
         else:
-            path = str(pretrained)
+            path = os.fspath(pretrained)
         store.load_checkpoint(net, path, ctx=ctx, skip_classifier=skip_classifier)
     return net
+
+
+def _gluoncv_builder(name, pretrained=False, ctx=None, root=None, **kwargs):
+    """A zoo name as a GluonCV model-zoo entry: the ``pretrained``, ``ctx`` and ``root`` that
+    GluonCV's users pass to every model are honoured as :func:`get_model` takes them."""
+    return get_model(name, pretrained=pretrained, ctx=ctx, root=root, **kwargs)
+
+
+def register_gluoncv() -> list[str]:
+    """Add every zoo name (those of :func:`get_model_list` and the older aliases) to GluonCV's
+    model zoo, so ``gluoncv.model_zoo.get_model(name, pretrained=..., ctx=..., root=...)``
+    builds the openaff network and ``gluoncv.model_zoo.get_model_list()`` lists it.
+
+    GluonCV 0.10.5 keeps its builders in the module dictionary
+    ``gluoncv.model_zoo.model_zoo._models``, which its ``get_model`` reads at each call; a name
+    GluonCV already has is left to GluonCV. Calling it again changes nothing. ``import
+    openaff`` calls it when ``gluoncv.model_zoo`` is (or later gets) imported.
+
+    Returns
+    -------
+    list of str
+        The names now served by openaff.
+    """
+    from gluoncv.model_zoo import model_zoo as gluoncv_zoo
+    return _register_in(gluoncv_zoo._models)
+
+
+def _register_in(builders):
+    served = []
+    for name in get_model_list() + list(ALIASES):
+        current = builders.get(name)
+        if current is None or getattr(current, '_openaff_name', None) == name:
+            builder = functools.partial(_gluoncv_builder, name)
+            builder._openaff_name = name  # marks our own entries, which may be replaced
+            builders[name] = builder
+            served.append(name)
+    return list(dict.fromkeys(served))
+
+
+_GLUONCV_ZOO = 'gluoncv.model_zoo.model_zoo'  # the module that holds GluonCV's _models
+
+
+def _register_quietly(module):
+    try:
+        _register_in(module._models)
+    except Exception as err:  # pylint: disable=broad-except
+        # a GluonCV whose zoo has changed shape must still import: only our names are lost
+        import warnings
+        warnings.warn(f'openaff: could not add its models to GluonCV\'s zoo ({err!r}); '
+                      f'gluoncv.model_zoo.get_model will not know them', RuntimeWarning,
+                      stacklevel=2)
+
+
+class _AfterGluonCVZoo:
+    """A one-shot import hook: lets GluonCV's zoo module run, then adds openaff's names. It
+    imports nothing itself, so ``import openaff`` does not pay for GluonCV (scipy and some 300
+    modules) when nobody uses it."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != _GLUONCV_ZOO:
+            return None
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        spec = None
+        for finder in list(sys.meta_path):
+            find = getattr(finder, 'find_spec', None)
+            spec = find(fullname, path, target) if find else None
+            if spec is not None:
+                break
+        loader = getattr(spec, 'loader', None)
+        if loader is None or not hasattr(loader, 'exec_module'):
+            return spec
+        run = loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            _register_quietly(module)
+
+        loader.exec_module = exec_module
+        return spec
+
+
+def _register_gluoncv_on_import():
+    """What ``import openaff`` does: :func:`register_gluoncv` now if GluonCV's zoo is
+    imported, else as soon as it is (an import hook that removes itself)."""
+    if _GLUONCV_ZOO in sys.modules:
+        _register_quietly(sys.modules[_GLUONCV_ZOO])
+    elif not any(isinstance(finder, _AfterGluonCVZoo) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _AfterGluonCVZoo())

@@ -20,7 +20,6 @@ from openaff.models import AFFResNet, CIFARAFFResNet
     (lambda: CIFARAFFResNet('ASKCFuse', 4, [1, 1, 1], [16, 16, 32, 64], 10, False),
      'start_layer'),
     (lambda: AFFResNet('ASKCFuse', 3, [], classes=10), 'layers'),
-    (lambda: get_model('cifar_aff_resnet32', ctx=mx.cpu()), 'pretrained'),
 ])
 def test_builders_refuse_numbers_they_cannot_use(build, message):
     with pytest.raises(ValueError, match=message):

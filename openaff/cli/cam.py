@@ -32,18 +32,25 @@ def build_parser():
     p.add_argument('--class', dest='class_index', type=int, default=None,
                    help='class to explain (default: the predicted one)')
     p.add_argument('--input-size', type=positive_int, default=None)
-    p.add_argument('-o', '--output', default='cam.png')
+    p.add_argument('-o', '--output', default='cam.png',
+                   help='the figure (default cam.png; a folder: cam.png inside it; no '
+                        'extension: .png appended); the path written is printed')
     add_devices_arg(p, 'computes the maps')
     return p
 
 
 def _load_image(path):
+    """The photo as uint8 RGB; 16-bit and float images scaled to 8 bits (Pillow's
+    ``convert('RGB')`` clips a 16-bit greyscale PNG to black and white)."""
     from PIL import Image, UnidentifiedImageError
+    from ..cam import as_rgb8
     try:
         with Image.open(path) as image:
-            return __import__('numpy').asarray(image.convert('RGB'))
+            return as_rgb8(image)
     except (OSError, UnidentifiedImageError) as err:
         raise ValueError(f'--image {path}: not an image Pillow can read ({err})') from None
+    except ValueError as err:
+        raise ValueError(f'--image {path}: {err}') from None
 
 
 def _normalisation(dataset):
@@ -90,8 +97,10 @@ def main(argv=None):
     from ..cam import (attention_maps, display_crop, figure, grad_cam, preprocess, stages_of,
                        top_classes)
     from ..store import CheckpointError
+    from .output import figure_extensions, output_path
     opt = build_parser().parse_args(argv)
     try:
+        output = output_path('-o', opt.output, 'cam.png', figure_extensions())
         photo = _load_image(opt.image)
         net, dataset, mean, std, own_size = _main_network(opt)
         nets = [(opt.name, net)]
@@ -118,7 +127,7 @@ def main(argv=None):
     except (ValueError, OSError, CheckpointError) as err:
         return fail(str(err).replace('\n', ' '))
     print('\n'.join(lines))
-    print(figure(display_crop(photo, size), panels, opt.output,
+    print(figure(display_crop(photo, size), panels, output,
                  title=f'{os.path.basename(opt.name)}: Grad-CAM and MS-CAM attention'))
     return 0
 

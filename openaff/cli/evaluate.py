@@ -11,6 +11,7 @@ import json
 import sys
 
 from .args import add_rec_options, fail, non_negative_int, positive_int, rec_files_of
+from .output import output_path
 from .training import add_devices_arg, contexts_of
 
 
@@ -30,7 +31,10 @@ def build_parser():
                    help='re-estimate BatchNorm statistics over N training batches first')
     p.add_argument('--gpu', action='store_true', help='the same as --devices gpu:0')
     add_devices_arg(p, 'evaluates')
-    p.add_argument('--json', default=None, help='also write the results to this file')
+    p.add_argument('--dtype', default='float32', choices=('float32', 'float16'),
+                   help='precision of the network and its batches (float16: GPUs only)')
+    p.add_argument('--json', default=None, help='also write the results to this file (a '
+                                                'folder: evaluation.json inside it)')
     return p
 
 
@@ -38,25 +42,31 @@ def eval_data_of(opt):
     """The :class:`~openaff.evaluate.EvalData` the options describe."""
     from ..evaluate import EvalData
     return EvalData(opt.dataset, opt.labels, opt.data_dir, opt.batch_size, opt.input_size,
-                    opt.synthetic, rec_files_of(opt) if opt.use_rec else None)
+                    opt.synthetic, rec_files_of(opt) if opt.use_rec else None, opt.dtype)
 
 
 def main(argv=None):
     import mxnet as mx
     from ..data.errors import DatasetNotFoundError
-    from ..evaluate import evaluate_checkpoint, report
+    from ..evaluate import check_dtype, evaluate_checkpoint, report
     from ..store import CheckpointError
     opt = build_parser().parse_args(argv)
     try:
         if opt.gpu and not opt.devices:
             opt.devices = 'gpu:0'
         contexts = contexts_of(opt) if opt.devices else [mx.cpu()]
+        try:
+            check_dtype(opt.dtype, contexts)
+        except ValueError as err:
+            raise ValueError(f'--dtype {opt.dtype}: {err}') from None
+        # settled before the evaluation, which can take an hour on ImageNet
+        json_path = output_path('--json', opt.json, 'evaluation.json') if opt.json else None
         result = evaluate_checkpoint(opt.target, eval_data_of(opt), opt.precise_bn, contexts)
     except (ValueError, FileNotFoundError, DatasetNotFoundError, CheckpointError, OSError) as err:
-        return fail(str(err))
+        return fail(str(err).replace('\n', ' '))
     print(report(result))
-    if opt.json:
-        with open(opt.json, 'w') as handle:
+    if json_path:
+        with open(json_path, 'w') as handle:
             json.dump(result, handle, indent=1)
     return 0
 

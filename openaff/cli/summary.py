@@ -21,7 +21,7 @@ def build_parser():
                    help="square input side (default: the model's own)")
     p.add_argument('--classes', type=positive_int, default=None, help='number of output classes')
     p.add_argument('--json', metavar='FILE', default=None,
-                   help='also write the summary as JSON to FILE')
+                   help='also write the summary as JSON to FILE (a folder: summary.json inside)')
     p.add_argument('--per-layer', action='store_true', help='print the per-layer table')
     return p
 
@@ -29,9 +29,11 @@ def build_parser():
 def main(argv=None):
     from ..summary import summarize
     from ..zoo import get_model, model_info
+    from .output import output_path
     opt = build_parser().parse_args(argv)
     kwargs = {} if opt.classes is None else {'classes': opt.classes}
     try:
+        json_path = output_path('--json', opt.json, 'summary.json') if opt.json else None
         net = get_model(opt.name, pretrained=False, **kwargs)
         size = opt.input_size or model_info(opt.name).input_size
     except ValueError as err:
@@ -46,8 +48,8 @@ def main(argv=None):
     if opt.per_layer:
         print(result.table())
     print(result.totals())
-    if opt.json:
-        with open(opt.json, 'w') as handle:
+    if json_path:
+        with open(json_path, 'w') as handle:
             json.dump(result.to_dict(), handle, indent=2)
     return 0
 

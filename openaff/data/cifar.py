@@ -17,7 +17,7 @@ import numpy as np
 from mxnet.gluon.data import Dataset, vision
 from mxnet.gluon.data.vision import transforms
 
-from .errors import DatasetNotFoundError
+from .errors import DatasetError, DatasetNotFoundError
 
 __all__ = ['CIFAR', 'CIFAR_MEAN', 'CIFAR_STD', 'CIFAR_URL', 'cifar_transforms', 'load_cifar',
            'write_cifar']
@@ -75,7 +75,10 @@ def load_cifar(name, root=None, train=True, labels='fine'):
     DatasetNotFoundError
         No release holding the split under ``root``, or (``root=None``) the download failed.
     ValueError
-        Unknown ``name``/``labels``, ``'coarse'`` for CIFAR-10, or a malformed batch file.
+        Unknown ``name``/``labels``, ``'coarse'`` for CIFAR-10.
+    DatasetError (a ``ValueError``)
+        A malformed batch file (named), labels that do not match the images in number or
+        range, or a split without any image: found here, before any training.
     """
     _check_name(name, labels)
     if root is None:
@@ -84,14 +87,18 @@ def load_cifar(name, root=None, train=True, labels='fine'):
     parts = [_parse(name, fmt, labels, blob, where) for where, blob in blobs]
     flat = np.concatenate([images for images, _ in parts])
     targets = np.concatenate([targets for _, targets in parts]).astype(np.int32)
+    if not len(flat):
+        # an empty test split would otherwise surface after a whole training epoch
+        raise DatasetError(f"{', '.join(where for where, _ in blobs)}: the "
+                           f"{'training' if train else 'test'} split holds no image")
     _check_label_range(targets, _NUM_CLASSES[name, labels], root)
     return _to_hwc(flat), targets
 
 
 def _check_label_range(targets, classes, where):
     if len(targets) and (targets.min() < 0 or targets.max() >= classes):
-        raise ValueError(f'{where}: labels run from {targets.min()} to {targets.max()}, outside '
-                         f'the {classes} classes 0..{classes - 1} of this dataset')
+        raise DatasetError(f'{where}: labels run from {targets.min()} to {targets.max()}, '
+                           f'outside the {classes} classes 0..{classes - 1} of this dataset')
 
 
 def _check_name(name, labels):
@@ -182,23 +189,36 @@ def _parse_pickle(blob, label_key, where):
     try:
         batch = pickle.loads(blob, encoding='bytes')
     except Exception as err:  # pylint: disable=broad-except  (any unpickling failure)
-        raise ValueError(f'{where} is not a CIFAR python batch (unpickling failed: '
-                         f'{type(err).__name__}: {err})') from None
+        raise DatasetError(f'{where} is not a CIFAR python batch (unpickling failed: '
+                           f'{type(err).__name__}: {err})') from None
     if not isinstance(batch, dict):
-        raise ValueError(f'{where} is not a CIFAR python batch: it holds a '
-                         f'{type(batch).__name__}, not a dict')
+        raise DatasetError(f'{where} is not a CIFAR python batch: it holds a '
+                           f'{type(batch).__name__}, not a dict')
     batch = {key.decode() if isinstance(key, bytes) else key: value for key, value in batch.items()}
     if 'data' not in batch or label_key not in batch:
-        raise ValueError(f"{where} is not a CIFAR python batch: no 'data' or {label_key!r} key")
-    images = np.asarray(batch['data'], dtype=np.uint8).reshape(-1, _PIXELS)
-    return images, np.asarray(batch[label_key], dtype=np.int32)
+        raise DatasetError(f"{where} is not a CIFAR python batch: no 'data' or {label_key!r} key")
+    try:
+        data = np.asarray(batch['data'], dtype=np.uint8)
+        targets = np.asarray(batch[label_key], dtype=np.int32).reshape(-1)
+    except (TypeError, ValueError) as err:
+        raise DatasetError(f'{where}: its data or {label_key!r} are not arrays of numbers '
+                           f'({err})') from None
+    if data.size % _PIXELS:
+        raise DatasetError(f"{where}: its 'data' holds {data.size} values, not a whole number "
+                           f'of {_PIXELS}-value images')
+    images = data.reshape(-1, _PIXELS)
+    if len(images) != len(targets):
+        # zipping them would pair images with the wrong labels, silently
+        raise DatasetError(f'{where}: {len(images)} images but {len(targets)} labels '
+                           f'({label_key!r})')
+    return images, targets
 
 
 def _parse_binary(blob, header, column, where):
     record = header + _PIXELS
     if len(blob) % record:
-        raise ValueError(f'{where} is not a CIFAR binary batch: {len(blob)} bytes is not a '
-                         f'multiple of the {record}-byte record')
+        raise DatasetError(f'{where} is not a CIFAR binary batch: {len(blob)} bytes is not a '
+                           f'multiple of the {record}-byte record')
     records = np.frombuffer(blob, dtype=np.uint8).reshape(-1, record)
     return records[:, header:], records[:, column].astype(np.int32)
 

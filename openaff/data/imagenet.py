@@ -7,18 +7,21 @@ iterated once per epoch. Training loaders drop the last incomplete batch; valida
 keep every sample.
 """
 import math
+import os
 from pathlib import Path
 
 import mxnet as mx
 import numpy as np
-from mxnet.gluon.data import DataLoader
-from mxnet.gluon.data.vision import ImageFolderDataset, transforms
+from mxnet.gluon.data import DataLoader, Dataset
+from mxnet.gluon.data.vision import transforms
 
-from .errors import DatasetNotFoundError
+from .errors import DatasetError, DatasetNotFoundError, UnreadableImageError
 from .sampler import ShardSampler
 
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'RecordLoader', 'ShardSampler', 'folder_loaders',
-           'imagenet_transforms', 'make_rec', 'rec_loaders', 'synthetic_loaders']
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'ImageFolder', 'RecordLoader', 'ShardSampler',
+           'class_folders', 'folder_loaders', 'folder_val_loader', 'imagenet_transforms',
+           'make_rec', 'rec_loaders', 'rec_val_loader', 'synthetic_loaders',
+           'validation_transform']
 
 # where the original scripts looked for the ImageNet record files
 DEFAULT_REC_FILES = {name: f'~/.mxnet/datasets/imagenet/rec/{file}' for name, file in (
@@ -103,6 +106,47 @@ def check_record_file(rec, idx, samples=64):
         reader.close()
 
 
+def _rec_paths(*paths):
+    """The paths expanded; ``DatasetNotFoundError`` naming those that are not files."""
+    paths = [Path(path).expanduser() for path in paths]
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        raise DatasetNotFoundError(
+            f"ImageNet RecordIO files not found: {', '.join(missing)}; create them with "
+            f'MXNet\'s tools/im2rec.py (or openaff.data.imagenet.make_rec) and pass their paths')
+    return paths
+
+
+def _rec_common(batch_size, input_size, num_workers, num_parts, part_index, dtype):
+    return dict(batch_size=batch_size, data_shape=(3, input_size, input_size),
+                preprocess_threads=num_workers, num_parts=num_parts, part_index=part_index,
+                dtype=dtype, round_batch=False,
+                mean_r=_MEAN_RGB[0], mean_g=_MEAN_RGB[1], mean_b=_MEAN_RGB[2],
+                std_r=_STD_RGB[0], std_g=_STD_RGB[1], std_b=_STD_RGB[2])
+
+
+def _rec_val(rec_val, rec_val_idx, common, input_size, crop_ratio, num_parts, part_index):
+    val = mx.io.ImageRecordIter(
+        path_imgrec=str(rec_val), path_imgidx=str(rec_val_idx), shuffle=False,
+        resize=_resize_for(input_size, crop_ratio), **common)
+    size = _part_size(_count_records(rec_val_idx), num_parts, part_index)
+    return RecordLoader(val, size, common['batch_size'], drop_last=False)
+
+
+def rec_val_loader(rec_val, rec_val_idx, batch_size, input_size=224, crop_ratio=0.875,
+                   num_workers=4, num_parts=1, part_index=0, dtype='float32'):
+    """The validation loader of :func:`rec_loaders` alone: evaluation needs no training file.
+
+    Returns
+    -------
+    :class:`RecordLoader`
+    """
+    rec, idx = _rec_paths(rec_val, rec_val_idx)
+    check_record_file(rec, idx)
+    common = _rec_common(batch_size, input_size, num_workers, num_parts, part_index, dtype)
+    return _rec_val(rec, idx, common, input_size, crop_ratio, num_parts, part_index)
+
+
 def rec_loaders(rec_train, rec_train_idx, rec_val, rec_val_idx, batch_size, input_size=224,
                 crop_ratio=0.875, num_workers=4, num_parts=1, part_index=0, dtype='float32',
                 seed=0):
@@ -137,31 +181,19 @@ def rec_loaders(rec_train, rec_train_idx, rec_val, rec_val_idx, batch_size, inpu
     -------
     (train, val) : :class:`RecordLoader`
     """
-    paths = [Path(path).expanduser() for path in (rec_train, rec_train_idx, rec_val, rec_val_idx)]
-    missing = [str(path) for path in paths if not path.is_file()]
-    if missing:
-        raise DatasetNotFoundError(
-            f"ImageNet RecordIO files not found: {', '.join(missing)}; create them with "
-            f'MXNet\'s tools/im2rec.py (or openaff.data.imagenet.make_rec) and pass their paths')
+    paths = _rec_paths(rec_train, rec_train_idx, rec_val, rec_val_idx)
     for rec, idx in ((paths[0], paths[1]), (paths[2], paths[3])):
         check_record_file(rec, idx)
-    common = dict(batch_size=batch_size, data_shape=(3, input_size, input_size),
-                  preprocess_threads=num_workers, num_parts=num_parts, part_index=part_index,
-                  dtype=dtype, round_batch=False,
-                  mean_r=_MEAN_RGB[0], mean_g=_MEAN_RGB[1], mean_b=_MEAN_RGB[2],
-                  std_r=_STD_RGB[0], std_g=_STD_RGB[1], std_b=_STD_RGB[2])
+    common = _rec_common(batch_size, input_size, num_workers, num_parts, part_index, dtype)
     train = mx.io.ImageRecordIter(
         path_imgrec=str(paths[0]), path_imgidx=str(paths[1]), shuffle=True, seed=seed,
         seed_aug=seed, rand_mirror=True, random_resized_crop=True,
         max_aspect_ratio=4. / 3., min_aspect_ratio=3. / 4., max_random_area=1,
         min_random_area=0.08, brightness=_JITTER, saturation=_JITTER, contrast=_JITTER,
         pca_noise=_LIGHTING, **common)
-    val = mx.io.ImageRecordIter(
-        path_imgrec=str(paths[2]), path_imgidx=str(paths[3]), shuffle=False,
-        resize=_resize_for(input_size, crop_ratio), **common)
-    sizes = [_part_size(_count_records(path), num_parts, part_index) for path in paths[1::2]]
-    return (RecordLoader(train, sizes[0], batch_size, drop_last=True),
-            RecordLoader(val, sizes[1], batch_size, drop_last=False))
+    val = _rec_val(paths[2], paths[3], common, input_size, crop_ratio, num_parts, part_index)
+    train_size = _part_size(_count_records(paths[1]), num_parts, part_index)
+    return RecordLoader(train, train_size, batch_size, drop_last=True), val
 
 
 def _count_records(idx_path):
@@ -175,18 +207,27 @@ def _part_size(count, num_parts, part_index):
     return max(0, min(count, step * (part_index + 1)) - step * part_index)
 
 
+def validation_transform(input_size=224, crop_ratio=0.875, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """The evaluation geometry and scaling as a Gluon ``Compose`` over a uint8 HWC RGB image:
+    the short side resized (OpenCV, bilinear) to ``ceil(input_size / crop_ratio)``, the centre
+    ``input_size`` square, ToTensor, Normalize(``mean``, ``std``). Evaluation and Grad-CAM
+    both use it, so a photo reaches the network as the same tensor in either."""
+    return transforms.Compose(
+        [transforms.Resize(_resize_for(input_size, crop_ratio), keep_ratio=True),
+         transforms.CenterCrop(input_size), transforms.ToTensor(),
+         transforms.Normalize(mean, std)])
+
+
 def imagenet_transforms(train, input_size=224, crop_ratio=0.875, auto_aug=False):
     """gluoncv's ImageNet recipe as a Gluon ``Compose`` over uint8 HWC RGB images.
 
     Training: [AutoAugment('imagenet') when ``auto_aug``], RandomResizedCrop, random flip,
-    colour jitter 0.4, lighting noise 0.1, ToTensor, Normalize. Validation: resize the short side
-    to ``ceil(input_size / crop_ratio)``, centre crop, ToTensor, Normalize.
+    colour jitter 0.4, lighting noise 0.1, ToTensor, Normalize. Validation:
+    :func:`validation_transform`.
     """
-    tail = [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     if not train:
-        return transforms.Compose(
-            [transforms.Resize(_resize_for(input_size, crop_ratio), keep_ratio=True),
-             transforms.CenterCrop(input_size)] + tail)
+        return validation_transform(input_size, crop_ratio)
+    tail = [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     head = []
     if auto_aug:
         from .autoaugment import AutoAugment
@@ -197,34 +238,150 @@ def imagenet_transforms(train, input_size=224, crop_ratio=0.875, auto_aug=False)
         transforms.RandomLighting(_LIGHTING)] + tail)
 
 
+_IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')  # what Gluon's ImageFolderDataset reads
+
+
+def _listing(folder):
+    """The sorted entries of ``folder``; one line naming it when it cannot be read."""
+    try:
+        return sorted(os.listdir(folder))
+    except OSError as err:
+        raise DatasetError(f'{folder}: cannot list this folder '
+                           f'({err.strerror or type(err).__name__})') from None
+
+
+def class_folders(root):
+    """The sorted class names of ``root/<class>/``: every sub-folder, as Gluon's
+    ``ImageFolderDataset`` numbers them (an empty class keeps its number)."""
+    return [name for name in _listing(root) if os.path.isdir(os.path.join(root, name))]
+
+
+class ImageFolder(Dataset):
+    """The images of ``root/<class>/*.{jpg,jpeg,png}`` as ``(uint8 HWC RGB NDArray, label)``.
+
+    Unlike Gluon's ``ImageFolderDataset``, the labels can come from another split: with
+    ``classes`` (the training split's :func:`class_folders`) a class is numbered by its place
+    there, so a validation split that lacks some classes is still scored against the right
+    ones; a folder that is not among ``classes`` is refused. An image that cannot be decoded
+    raises :class:`~openaff.data.errors.UnreadableImageError` naming the file.
+
+    Attributes
+    ----------
+    synsets : list of str
+        Class names; ``synsets[label]`` names a label.
+    items : list of (path, label)
+    """
+
+    def __init__(self, root, classes=None):
+        super().__init__()
+        self._root = os.path.expanduser(str(root))
+        own = class_folders(self._root)
+        self.synsets = list(own if classes is None else classes)
+        number = {name: label for label, name in enumerate(self.synsets)}
+        unknown = [name for name in own if name not in number]
+        if unknown:
+            shown = ', '.join(unknown[:5]) + (f' and {len(unknown) - 5} more'
+                                              if len(unknown) > 5 else '')
+            raise DatasetError(f'{self._root}: class folder(s) {shown} are not classes of the '
+                               f'training split, whose {len(self.synsets)} classes number the '
+                               f'labels')
+        self.items = [(os.path.join(self._root, name, file), number[name]) for name in own
+                      for file in _listing(os.path.join(self._root, name))
+                      if os.path.splitext(file)[1].lower() in _IMAGE_EXTENSIONS]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, idx):
+        path, label = self.items[idx]
+        try:
+            with open(path, 'rb') as handle:
+                encoded = handle.read()
+            image = mx.image.imdecode(encoded, flag=1)
+        except OSError as err:
+            raise UnreadableImageError(f'{path}: cannot read this image '
+                                       f'({err.strerror or type(err).__name__})') from None
+        except mx.base.MXNetError:
+            raise UnreadableImageError(f'{path}: not an image OpenCV can decode (corrupt or '
+                                       f'not a JPEG/PNG); remove or replace it') from None
+        return image, label
+
+
+def _split_folders(root, splits):
+    root = Path(root).expanduser()
+    missing = [str(root / split) for split in splits if not (root / split).is_dir()]
+    if missing:
+        raise DatasetNotFoundError(
+            f"ImageNet image folders not found: {', '.join(missing)}; expected "
+            f'{root}/train/<class>/*.JPEG and {root}/val/<class>/*.JPEG, pass their parent')
+    return root
+
+
+def _checked_split(folder, classes=None):
+    dataset = ImageFolder(folder, classes)
+    if not len(dataset):
+        raise DatasetError(f'{folder}: no image (.jpg, .jpeg, .png) in its class folders')
+    return dataset
+
+
+def _val_loader(dataset, batch_size, input_size, crop_ratio, num_workers, num_parts,
+                part_index):
+    sampler = ShardSampler(len(dataset), num_parts, part_index, shuffle=False, even=False)
+    return DataLoader(dataset.transform_first(imagenet_transforms(False, input_size, crop_ratio)),
+                      batch_size=batch_size, sampler=sampler, last_batch='keep',
+                      num_workers=num_workers)
+
+
 def folder_loaders(root, batch_size, input_size=224, crop_ratio=0.875, num_workers=4,
                    auto_aug=False, num_parts=1, part_index=0):
     """Training and validation loaders over ``root/train/<class>/*`` and ``root/val/<class>/*``.
 
-    Images are decoded by ``ImageFolderDataset`` and transformed by :func:`imagenet_transforms`.
-    With ``num_parts > 1`` each part reads a disjoint share of each split (see
-    :class:`ShardSampler`); training parts are equal-sized and drop their last incomplete batch.
+    Images are decoded by :class:`ImageFolder` and transformed by :func:`imagenet_transforms`.
+    The validation labels are numbered by the training split's classes (a validation class
+    unknown to training is refused). With ``num_parts > 1`` each part reads a disjoint share of
+    each split (see :class:`ShardSampler`); training parts are equal-sized and drop their last
+    incomplete batch.
+
+    Raises
+    ------
+    DatasetNotFoundError
+        ``root/train`` or ``root/val`` is not a folder.
+    DatasetError
+        A split holds no image, a folder cannot be listed, or a validation class is not a
+        training class: found here, before any training.
 
     Returns
     -------
     (train, val) : gluon ``DataLoader``
     """
-    root = Path(root).expanduser()
-    missing = [str(root / split) for split in ('train', 'val') if not (root / split).is_dir()]
-    if missing:
-        raise DatasetNotFoundError(
-            f"ImageNet image folders not found: {', '.join(missing)}; expected "
-            f'{root}/train/<class>/*.JPEG and {root}/val/<class>/*.JPEG, pass their parent')
-    loaders = []
-    for train in (True, False):
-        dataset = ImageFolderDataset(str(root / ('train' if train else 'val')))
-        sampler = ShardSampler(len(dataset), num_parts, part_index, shuffle=train, even=train)
-        dataset = dataset.transform_first(
-            imagenet_transforms(train, input_size, crop_ratio, auto_aug))
-        loaders.append(DataLoader(dataset, batch_size=batch_size, sampler=sampler,
-                                  last_batch='discard' if train else 'keep',
-                                  num_workers=num_workers))
-    return tuple(loaders)
+    root = _split_folders(root, ('train', 'val'))
+    train_set = _checked_split(root / 'train')
+    val_set = _checked_split(root / 'val', train_set.synsets)
+    sampler = ShardSampler(len(train_set), num_parts, part_index, shuffle=True, even=True)
+    train = DataLoader(
+        train_set.transform_first(imagenet_transforms(True, input_size, crop_ratio, auto_aug)),
+        batch_size=batch_size, sampler=sampler, last_batch='discard', num_workers=num_workers)
+    return train, _val_loader(val_set, batch_size, input_size, crop_ratio, num_workers,
+                              num_parts, part_index)
+
+
+def folder_val_loader(root, batch_size, input_size=224, crop_ratio=0.875, num_workers=4,
+                      num_parts=1, part_index=0):
+    """The validation loader of :func:`folder_loaders` alone, over ``root/val/<class>/*``.
+
+    Labels are numbered by ``root/train``'s class folders when it is there (as in training);
+    without it, by the validation split's own sorted classes, right only when it holds every
+    class. Raises as :func:`folder_loaders` does.
+
+    Returns
+    -------
+    gluon ``DataLoader``
+    """
+    root = _split_folders(root, ('val',))
+    classes = class_folders(root / 'train') if (root / 'train').is_dir() else None
+    val_set = _checked_split(root / 'val', classes)
+    return _val_loader(val_set, batch_size, input_size, crop_ratio, num_workers, num_parts,
+                       part_index)
 
 
 class _FixedBatches:

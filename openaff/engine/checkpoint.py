@@ -67,13 +67,13 @@ class CheckpointManager:
                 os.remove(path)
 
     def claim(self):
-        """Hold this run's lock on ``save_dir`` for the life of the process; ``RuntimeError``
-        when another live process holds it (two runs of one model into one folder would
+        """Hold this run's lock on ``save_dir`` for the life of the process (or until
+        :func:`release_claims`); ``RuntimeError`` when another live process of this machine
+        holds it (two runs of one model into one folder would
         overwrite each other's checkpoints and interleave their logs). The operating system
         drops the lock when the process ends, however it ends."""
         import filelock
-        os.makedirs(self.save_dir, exist_ok=True)
-        path = os.path.abspath(os.path.join(self.save_dir, f'.{self.model_name}.lock'))
+        path = self._lock_path()
         if path in _CLAIMED:  # this process holds it already (a second run in one process)
             return _CLAIMED[path]
         lock = filelock.FileLock(path)
@@ -84,6 +84,16 @@ class CheckpointManager:
                                f'{self.save_dir}') from None
         _CLAIMED[path] = lock
         return lock
+
+    def _lock_path(self):
+        # kept in the temporary folder, not in save_dir: a run's folder holds only what it
+        # wrote, and the lock guards the runs of one machine (the chief alone writes)
+        import hashlib
+        import tempfile
+        key = f'{os.path.realpath(self.save_dir)}\0{self.model_name}'.encode()
+        folder = os.path.join(tempfile.gettempdir(), 'openaff-run-locks')
+        os.makedirs(folder, exist_ok=True)
+        return os.path.join(folder, hashlib.sha1(key).hexdigest()[:20] + '.lock')
 
     @property
     def pointer(self):
