@@ -106,9 +106,9 @@ def build(name, classes, ctx, dtype):
     return net
 
 
-def _count(net, size, ctx):
+def _count(net, size, ctx, dtype):
     from .summary import summarize
-    result = summarize(net, (1, 3, size, size), ctx=ctx)
+    result = summarize(net, (1, 3, size, size), ctx=ctx, dtype=dtype)
     return result.weight_params / 1e6, result.flops / 1e9
 
 
@@ -218,7 +218,7 @@ class Candidate:
         batch = batch.astype(settings.dtype)
         with implementation(impl):
             net = build(name, classes, ctx, settings.dtype)
-            self.params_m, self.gflops = _count(net, size, ctx)
+            self.params_m, self.gflops = _count(net, size, ctx, settings.dtype)
             net.hybridize(static_alloc=True, static_shape=True)
             if settings.optimize_for:
                 net.optimize_for(batch, backend=settings.optimize_for, static_alloc=True,

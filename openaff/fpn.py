@@ -17,6 +17,7 @@ import mxnet as mx
 from mxnet.gluon import HybridBlock, SymbolBlock, nn
 
 from .fusion import get_fusion
+from .fusion.graphs import DeviceGraphs
 
 __all__ = ['TopDownPyramid', 'AFFFPNFeatureExpander', 'FPNSegmentation', 'MERGES']
 
@@ -28,7 +29,7 @@ class _Add(HybridBlock):
         return lateral + top_down
 
 
-class TopDownPyramid(HybridBlock):
+class TopDownPyramid(DeviceGraphs, HybridBlock):
     """``pyramid(c_1, ..., c_L)`` (finest first) -> ``[p_1, ..., p_L]`` (plus ``p_{L+1}`` by
     stride-2 max pooling with ``use_p6``), each of ``num_filters[i]`` channels.
 
@@ -115,7 +116,7 @@ class AFFFPNFeatureExpander(SymbolBlock):
         initialize_by_name(self.collect_params(), ctx)
 
 
-class FPNSegmentation(HybridBlock):
+class FPNSegmentation(DeviceGraphs, HybridBlock):
     """Semantic segmentation on a backbone's stages: ``stages`` (a list of blocks run in order,
     each giving one pyramid level, finest first), a :class:`TopDownPyramid` of ``width``
     channels merged by ``merge``, and a 1x1 classifier on the sum of its levels (upsampled to

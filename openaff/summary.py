@@ -241,7 +241,7 @@ def _make_hook(rows, names):
     return hook
 
 
-def summarize(net, input_shape=(1, 3, 224, 224), ctx=None):
+def summarize(net, input_shape=(1, 3, 224, 224), ctx=None, dtype='float32'):
     """Count parameters and FLOPs of ``net`` layer by layer.
 
     Runs one inference-mode forward pass on zeros of ``input_shape``, with
@@ -256,6 +256,7 @@ def summarize(net, input_shape=(1, 3, 224, 224), ctx=None):
         net: a Gluon (Hybrid)Block.
         input_shape: shape of the single input, batch dimension included.
         ctx: context for the input; defaults to the parameters' context.
+        dtype: dtype of the input: the network's (``'float16'`` after ``net.cast``).
 
     Returns:
         A :class:`ModelSummary`.
@@ -267,7 +268,7 @@ def summarize(net, input_shape=(1, 3, 224, 224), ctx=None):
     hooked = [b for b in all_blocks(net) if _should_hook(b)]
     with imperative(net), forward_hooks(hooked, _make_hook(rows, names)), \
             autograd.pause(train_mode=False):
-        net(mx.nd.zeros(input_shape, ctx=ctx))
+        net(mx.nd.zeros(input_shape, ctx=ctx, dtype=dtype))
     params = _unique_params(net)
     total, trainable = _param_counts(params)
     running, _ = _param_counts([p for p in params if _is_running_stat(p)])

@@ -107,3 +107,24 @@ def test_memory_probe_reports_its_own_process_not_the_parent():
     child_mb = float(done.stdout.split()[-1])
     assert ballast[-1] == 1
     assert 50 < child_mb < parent_mb / 2
+
+
+def test_every_input_is_in_the_network_dtype():
+    """float64 stands for float16, which this CPU cannot run: every input, the FLOP count's
+    included, in the network's dtype."""
+    from openaff.benchmark import Candidate, Settings
+    row = Candidate('cifar_aff_resnet20', Settings(set='cifar', dtype='float64', batch_size=2,
+                                                   train=False, memory=False))
+    assert row.gflops > 0
+    row.infer()
+
+
+def test_float16_on_the_cpu_is_a_one_line_error_before_any_work(tmp_path, capsys):
+    from openaff.cli.benchmark import _cpu_runs_float16, main
+    if _cpu_runs_float16():
+        pytest.skip("this MXNet's CPU kernels run float16 convolutions")
+    assert main(['--set', 'cifar', '--models', 'cifar_aff_resnet20', '--dtype', 'float16',
+                 '--out', str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: --dtype float16') and err.count('\n') == 1, err
+    assert not list(tmp_path.iterdir())

@@ -81,7 +81,7 @@ def test_the_network_keeps_its_own_graph_after_export(cifar_net, tmp_path):
     export.export_onnx(cifar_net, str(tmp_path / 'net.onnx'), (2, 3, 32, 32))
     assert (cifar_net(x).asnumpy() == before).all()
     # an inference call: the network's inference graph, with the fused inference operator
-    assert 'openaff_mscam_select' in cifar_net._cached_graph[1].tojson() or \
+    assert 'openaff_mscam_select' in cifar_net._device_graph[1].tojson() or \
         not __import__('openaff.ops', fromlist=['available']).available()
 
 

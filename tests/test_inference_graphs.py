@@ -60,14 +60,14 @@ def test_folded_graph_matches_the_unfolded_inference(name, channels, size):
         pytest.skip(f'{name} is not folded at {channels} channels')
     x, y = random_input(3, channels, *size), random_input(3, channels, *size)
     block, actual, expected = folded_and_reference(name, channels, x, y)
-    assert 'openaff_mscam_select' in block._cached_graph[1].tojson()
+    assert 'openaff_mscam_select' in block._device_graph[1].tojson()
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
 
 
 def test_wide_fusions_keep_the_general_graph():
     block, actual, expected = folded_and_reference('AFF', 1024, random_input(1, 1024, 2, 2),
                                                    random_input(1, 1024, 2, 2))
-    graph = block._cached_graph[1].tojson()
+    graph = block._device_graph[1].tojson()
     assert 'openaff_mscam_select' not in graph and 'openaff_soft_select' in graph
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
 
@@ -93,7 +93,7 @@ def test_networks_keep_a_graph_per_mode():
     net.hybridize(static_alloc=True)
     twin.hybridize(static_alloc=True)
     first = net(x).asnumpy()  # the first call: parameters without shapes, then folded
-    assert 'openaff_mscam_select' in net._cached_graph[1].tojson()
+    assert 'openaff_mscam_select' in net._device_graph[1].tojson()
     # the shapes came from the general graph without running it: no CachedOp of its own
     assert net._mode_graphs['any'][1] is None
     assert (net(x).asnumpy() == first).all()
@@ -102,7 +102,7 @@ def test_networks_keep_a_graph_per_mode():
     for mine, other in zip(net.collect_params().values(), twin.collect_params().values()):
         other.set_data(mine.data())
     loss, grads = train_step(net, x, labels)
-    graph = net._cached_graph[1].tojson()
+    graph = net._device_graph[1].tojson()
     assert 'openaff_mscam_select' not in graph and 'openaff_soft_select' in graph
     twin_loss, twin_grads = train_step(twin, x, labels)
     np.testing.assert_array_equal(loss, twin_loss)
@@ -110,7 +110,7 @@ def test_networks_keep_a_graph_per_mode():
         np.testing.assert_array_equal(grad, twin_grads[key.replace(net.prefix, twin.prefix)])
     # training moved the running statistics: the inference graph reads the new ones
     after = net(x).asnumpy()
-    assert 'openaff_mscam_select' in net._cached_graph[1].tojson()
+    assert 'openaff_mscam_select' in net._device_graph[1].tojson()
     net.hybridize(False)
     np.testing.assert_allclose(after, net(x).asnumpy(), rtol=1e-5, atol=1e-5)
     assert not np.allclose(after, first)

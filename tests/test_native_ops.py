@@ -61,7 +61,7 @@ def test_native_matches_the_reference_algebra(name, hybridize):
     block, native = _run(name, 'native', hybridize, x, y)
     _, reference = _run(name, 'reference', hybridize, x, y)
     if hybridize:
-        graph = block._cached_graph[1].tojson()
+        graph = block._device_graph[1].tojson()
         assert 'openaff_soft_select' in graph, 'the native operator was not used'
     scale = max(np.abs(g).max() for g in reference.values())
     for name, expected in reference.items():
@@ -79,7 +79,7 @@ def test_unfused_stages_keep_the_python_algebra():
     block.initialize()
     block.hybridize()
     block(random_input(1, CHANNELS, 3, 3), random_input(1, CHANNELS, 3, 3))
-    assert 'openaff_soft_select' not in block._cached_graph[1].tojson()
+    assert 'openaff_soft_select' not in block._device_graph[1].tojson()
 
 
 def test_float64_networks_use_the_python_algebra():
@@ -90,7 +90,7 @@ def test_float64_networks_use_the_python_algebra():
     x = random_input(1, CHANNELS, 3, 3).astype('float64')
     out = block(x, x)
     assert out.dtype == np.float64
-    assert 'openaff_soft_select' not in block._cached_graph[1].tojson()
+    assert 'openaff_soft_select' not in block._device_graph[1].tojson()
 
 
 @pytest.mark.parametrize('shapes, message', [
@@ -121,7 +121,7 @@ with warnings.catch_warnings(record=True) as caught:
     block.hybridize()
     out = block(mx.nd.ones((1, 8, 2, 2)), mx.nd.ones((1, 8, 2, 2)))
 print(json.dumps({'available': ops.available(), 'shape': out.shape,
-                  'native': 'openaff_soft_select' in block._cached_graph[1].tojson(),
+                  'native': 'openaff_soft_select' in block._device_graph[1].tojson(),
                   'warnings': [str(w.message) for w in caught]}))
 '''
 

@@ -43,14 +43,30 @@ def build_parser():
 
 
 def check_device(opt):
-    """``ValueError`` for a device or subgraph backend this machine does not have."""
+    """``ValueError`` for a device, precision or subgraph backend this machine does not
+    have."""
     import mxnet as mx
     if opt.device == 'gpu' and mx.context.num_gpus() == 0:
         raise ValueError('--ctx gpu: MXNet sees no GPU on this machine (a CUDA build of mxnet '
                          'and a visible device are needed)')
+    if opt.device == 'cpu' and opt.dtype == 'float16' and not _cpu_runs_float16():
+        raise ValueError("--dtype float16 needs --ctx gpu: MXNet's CPU kernels have no "
+                         'float16 convolution')
     if opt.optimize_for and not _has_backend(opt.optimize_for):
         raise ValueError(f'--optimize-for {opt.optimize_for}: not a subgraph backend of this '
                          f'mxnet build (e.g. MKLDNN)')
+
+
+def _cpu_runs_float16():
+    """Whether a float16 convolution runs on the CPU (MXNet 1.9.1's does not: no float16
+    GEMM), tried on one pixel rather than assumed, for builds that may have one."""
+    import mxnet as mx
+    one = mx.nd.ones((1, 1, 1, 1), dtype='float16')
+    try:
+        mx.nd.Convolution(one, one, kernel=(1, 1), num_filter=1, no_bias=True).wait_to_read()
+    except mx.base.MXNetError:
+        return False
+    return True
 
 
 def _has_backend(backend):

@@ -25,10 +25,12 @@ from mxnet.gluon import nn
 from mxnet.gluon.block import HybridBlock
 
 from . import native
+from .graphs import DeviceGraphs, Target, declared_target, portable
 
 __all__ = ['AttentionalFusion', 'Stage', 'GlobalAvgPool', 'global_pooling', 'context_branch',
            'concat_channels', 'implementation', 'current_implementation', 'exportable',
-           'graph_mode', 'GRAPH_MODES', 'IMPLEMENTATIONS', 'POOLINGS', 'COMBINE_RULES', 'SOURCES']
+           'graph_mode', 'native_path', 'GRAPH_MODES', 'IMPLEMENTATIONS', 'POOLINGS',
+           'COMBINE_RULES', 'SOURCES']
 
 def context_branch(prefix: str, widths: Sequence[int], pooled: bool = False, groups: int = 1,
                    out_act: str | None = None, head: Sequence[nn.HybridBlock] = ()):
@@ -89,15 +91,24 @@ class GlobalAvgPool(nn.GlobalAvgPool2D):
     the same ``dy / (H*W)`` gradient with MXNet's own kernels, 3-50 times faster in the
     backward; on the training fixtures its outputs and gradients are bit-identical to
     ``Pooling``'s. Its forward is slower, though: the ImageNet networks, whose 14x14 and 7x7
-    maps oneDNN pools back quickly, use the operator (AFF-ResNet-50 inference 6 % faster).
-    Graphs for export use the operator too (ONNX's GlobalAveragePool)."""
+    maps oneDNN pools back quickly, use the operator (AFF-ResNet-50 inference 6 % faster) in
+    the graphs they run on a device. Graphs for export use the operator too (ONNX's
+    GlobalAveragePool).
+
+    Portable graphs (traced for no declared device, see :mod:`~.graphs`: what Gluon's
+    ``export()`` writes and AMP's ``convert_hybrid_block`` converts) always pool adaptively.
+    MXNet 1.9.1's bfloat16 conversion mistypes a ``Pooling`` whose input another consumer,
+    visited first, already reads in bfloat16 (the local branch's convolution here): it leaves
+    the pooled map float32 but the next convolution's weights bfloat16, and the conversion
+    fails at the branches' ``broadcast_add``. Adaptive pooling, a float32 operator in both AMP
+    lists, gets its own casts."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._adaptive = _POOLING.get() == 'adaptive'
 
     def hybrid_forward(self, F, x):
-        if not self._adaptive or _EXPORTABLE.get():
+        if _EXPORTABLE.get() or not (self._adaptive or portable(F)):
             return super().hybrid_forward(F, x)
         return F.contrib.AdaptiveAvgPooling2D(x, output_size=1)
 
@@ -117,8 +128,10 @@ _EXPORTABLE = contextvars.ContextVar('openaff_exportable_graph', default=False)
 
 @contextmanager
 def exportable():
-    """Build graphs from standard operators only, for :mod:`openaff.export`: no fused native
-    operator, ``concat`` for channel concatenation. Combine with ``implementation('fast')``."""
+    """Build graphs from standard operators only, for :mod:`openaff.export` (ONNX): no fused
+    native operator, ``concat`` for channel concatenation, the pooling operator. Combine with
+    ``implementation('fast')``. (Gluon's ``export()`` of a zoo network or fusion block needs
+    none of this: it writes the portable graph, see :mod:`~.graphs`.)"""
     token = _EXPORTABLE.set(True)
     try:
         yield
@@ -140,7 +153,9 @@ def graph_mode(mode):
     The networks of :mod:`openaff.models` trace a graph per mode by themselves
     (``FusionNetwork``); a network of your own that hybridizes must only declare
     ``'inference'`` around a graph it will never train, traced after a first forward (before
-    it the parameters have no shapes to fold, and the blocks keep the general form)."""
+    it the parameters have no shapes to fold, and the blocks keep the general form) and for
+    a CPU float32 target (:func:`~.graphs.graph_target`: no other graph holds the fused
+    operators)."""
     with _setting(_GRAPH_MODE, mode, GRAPH_MODES, 'graph mode'):
         yield
 
@@ -164,7 +179,8 @@ def implementation(name):
     fusion algebra, e.g. to measure what the faster ones gain. All agree to float32 round-off.
 
     * ``'native'`` (default): AFF's soft selection as one fused C++ operator
-      (:mod:`openaff.ops`) on CPU float32, the ``'fast'`` algebra elsewhere;
+      (:mod:`openaff.ops`) in imperative calls on CPU float32 arrays and in graphs traced for
+      a CPU float32 target (see :func:`native_path`), the ``'fast'`` algebra elsewhere;
     * ``'fast'``: the fewest plain MXNet operators;
     * ``'reference'``: the original code's straightforward algebra.
     """
@@ -179,6 +195,19 @@ def current_implementation():
 
 def _fast():
     return _IMPLEMENTATION.get() != 'reference'
+
+
+def native_path(F, *arrays):
+    """Whether the forward being built now may use the fused C++ operators: the one place
+    that decides. Only with the ``'native'`` implementation, outside :func:`exportable`, with
+    the library loaded, and for a CPU float32 target without AMP: for an imperative call, the
+    target of its ``arrays``; for a symbolic trace, the target declared for it
+    (:func:`~.graphs.graph_target`, or a :class:`~.graphs.DeviceGraphs` block's own). A graph
+    traced with no target declared is portable: standard operators only."""
+    if _IMPLEMENTATION.get() != 'native' or _EXPORTABLE.get():
+        return False
+    target = declared_target() if F is mx.symbol else Target.of(arrays)
+    return target is not None and target.native and native.available()
 
 
 def sigmoid(F, z):
@@ -233,8 +262,12 @@ class Stage:
     post: str | None = None
 
 
-class AttentionalFusion(HybridBlock):
+class AttentionalFusion(DeviceGraphs, HybridBlock):
     """Parametric core of the MS-CAM fusion family (Dai et al., WACV 2021).
+
+    Hybridized on its own, it traces its graphs for the device and dtype of its inputs
+    (:class:`~.graphs.DeviceGraphs`); inside another network, for the target that network
+    declares, if any (:func:`native_path`).
 
     Parameters
     ----------
@@ -312,8 +345,7 @@ class AttentionalFusion(HybridBlock):
         source = self._attention_source(F, x, residual)
         if self._pre:
             source = getattr(self, self._pre)(source)
-        if (any(self._fused_pairs) and _IMPLEMENTATION.get() == 'native' and not _EXPORTABLE.get()
-                and native.ready(self)):
+        if any(self._fused_pairs) and native_path(F, x, residual):
             if self._foldable and inference_only(F):
                 folded = self._folded_forward(F, x, residual, source)
                 if folded is not None:

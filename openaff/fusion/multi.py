@@ -13,13 +13,14 @@ from mxnet.gluon.block import HybridBlock
 
 from .catalog import _reduced
 from .core import context_branch
+from .graphs import DeviceGraphs
 from .registry import register
 
 __all__ = ['MultiAFF']
 
 
 @register('MultiASKCFuse')
-class MultiAFF(HybridBlock):
+class MultiAFF(DeviceGraphs, HybridBlock):
     """``block(x_1, ..., x_N)`` -> the attention-weighted sum of ``num_inputs`` maps of
     ``channels`` channels (see the module docstring); ``r`` is MS-CAM's reduction ratio."""
 

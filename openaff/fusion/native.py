@@ -1,5 +1,6 @@
 """Dispatch of the fusion stages to the fused C++ operators (:mod:`openaff.ops`), on CPU
-float32 only, with plain-layout inputs.
+float32 only, with plain-layout inputs. Which graphs may hold them is decided in one place,
+:func:`~.core.native_path` (from the target a graph is traced for, :mod:`~.graphs`).
 
 ``openaff_soft_select`` computes ``scale * (y + sigmoid(local + global) * (x - y))`` (AFF's
 selection, Dai et al., WACV 2021, Sec. 3.3) in one pass, with its gradient.
@@ -8,7 +9,6 @@ that only run inference (:func:`~.core.graph_mode`).
 """
 from __future__ import annotations
 
-import numpy as np
 from mxnet.gluon import nn
 
 from .. import ops
@@ -19,18 +19,10 @@ def amp_active():
     return bool(getattr(amp, '_amp_initialized', False))
 
 
-def ready(block):
-    """Whether ``block``'s graph will run where the native operator exists: every parameter
-    float32 on a CPU context, no AMP casting, and the library loaded."""
-    if amp_active():
-        return False
-    params = list(block.collect_params().values())
-    try:
-        on_cpu = all(ctx.device_type == 'cpu' for p in params for ctx in p.list_ctx())
-    except RuntimeError:  # not initialised: no context to run on yet
-        return False
-    return bool(params) and on_cpu and all(np.dtype(p.dtype) == np.float32 for p in params) \
-        and ops.available()
+def available():
+    """Whether the fused operators are loaded (built, and not turned off). Where a graph may
+    use them is decided by :func:`~.core.native_path`."""
+    return ops.available()
 
 
 # The native operator needs plain-layout inputs. Converting oneDNN-layout arrays with MXNet

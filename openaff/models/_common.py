@@ -7,6 +7,7 @@ from mxnet import autograd
 from mxnet.gluon import HybridBlock, nn
 
 from ..fusion import graph_mode
+from ..fusion.graphs import DeviceGraphs
 
 
 def check_numbers(layers, classes, start_layer, widths=()):
@@ -24,10 +25,15 @@ def check_numbers(layers, classes, start_layer, widths=()):
         raise ValueError(f'channel widths must be positive ints, got {list(widths)!r}')
 
 
-class FusionNetwork(HybridBlock):
+class FusionNetwork(DeviceGraphs, HybridBlock):
     """A network of fusion blocks that checks the layout of the batches it is given (an
     NDArray batch of the wrong layout would otherwise reach MXNet's BatchNorm, which can abort
-    the process on it). ``min_input_size`` is the smallest spatial side its strides allow."""
+    the process on it). ``min_input_size`` is the smallest spatial side its strides allow.
+
+    Hybridized, it traces its graphs for the device and dtype of its batches and again when
+    they change (after ``reset_ctx`` or ``cast``); its ``export()``, and what AMP's
+    ``convert_hybrid_block`` converts, is a graph of standard MXNet operators only
+    (:class:`~openaff.fusion.graphs.DeviceGraphs`)."""
 
     min_input_size = 1
 
@@ -51,18 +57,22 @@ class FusionNetwork(HybridBlock):
             if param._data is None:
                 param._finish_deferred_init()
 
+    # what one mode's graph is made of, swapped in and out as a whole
+    _GRAPH_STATE = ('_cached_graph', '_cached_op', '_cached_op_args', '_device_graph')
+    _NO_GRAPH = ((), None, [], ())
+
     def _has_graph(self, mode):
         if getattr(self, '_graph_mode', None) == mode:
             return self._cached_op is not None
-        return self._mode_graphs.get(mode, (None, None))[1] is not None
+        return self._mode_graphs.get(mode, self._NO_GRAPH)[1] is not None
 
     def _switch_graph(self, mode):
         current = getattr(self, '_graph_mode', None) or 'any'  # None: built by optimize_for
         if mode != current:
             graphs = self._mode_graphs
-            graphs[current] = (self._cached_graph, self._cached_op, self._cached_op_args)
-            self._cached_graph, self._cached_op, self._cached_op_args = graphs.pop(
-                mode, ((), None, []))
+            graphs[current] = tuple(getattr(self, name) for name in self._GRAPH_STATE)
+            for name, value in zip(self._GRAPH_STATE, graphs.pop(mode, self._NO_GRAPH)):
+                setattr(self, name, value)
         self._graph_mode = mode
 
     def _run_in_mode(self, mode, args):
@@ -143,11 +153,19 @@ def update_input_stats(norm, x, momentum=0.9):
     prunes its backward and the original network never updated its statistics (they stayed 0/1
     and inference-mode accuracy collapsed). Its gamma and beta cannot be given a gradient
     (Gluon marks them non-differentiable), so the update is done here, on the NDArray input.
+
+    The statistics are computed in the dtype of the running statistics, not of ``x``: those
+    of a float16 network stay float32 (Gluon's ``BatchNorm.cast`` keeps them so, as mxnet's
+    BatchNorm operator expects), and a float16 reduction would overflow.
     """
     with autograd.pause():  # a statistics update, not part of what is differentiated
+        # mxnet's mean accumulates in its input's type (broadcast_reduce_op.h,
+        # ReduceAxesCompute: safe_acc false): the 131072 float16 values per channel of a
+        # CIFAR batch of 128 sum past 65504, to inf or NaN. A float32 input is not copied.
+        wide = x.astype(norm.running_mean.dtype, copy=False)
         # channels first, then one contiguous reduction per channel: 2.4x faster than
         # reducing over the axes (0, 2, 3) in place (3.2 against 7.7 ms per CIFAR batch of 64)
-        rows = x.swapaxes(0, 1).reshape((0, -1))
+        rows = wide.swapaxes(0, 1).reshape((0, -1))
         mean = rows.mean(axis=1)
         var = (rows - mean.reshape((-1, 1))).square().mean(axis=1)
         for param, batch_value in ((norm.running_mean, mean), (norm.running_var, var)):

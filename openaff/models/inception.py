@@ -21,6 +21,7 @@ from mxnet.gluon.nn import BatchNorm
 
 from ..fusion import MultiAFF, resolve_fusion_name
 from ..fusion.core import GlobalAvgPool
+from ..fusion.graphs import portable
 from ._common import FusionNetwork, check_numbers
 
 __all__ = ['CIFARInception', 'InceptionModule', 'INCEPTION_MERGES']
@@ -89,6 +90,13 @@ class InceptionModule(nn.HybridBlock):
         else:
             merged = F.add_n(*outs)
         shortcut = x if self.shortcut is None else self.shortcut(x)
+        if portable(F):
+            # MXNet 1.9.1's AMP conversion (float16 and bfloat16) leaves a Pooling's output in
+            # float32 but the next convolution's weights cast when another consumer of its
+            # input (the branches) is visited first; the shortcut first types correctly.
+            # Device graphs keep their order: it fixes the gradients' rounding and the
+            # deferred initialisation's order.
+            return F.relu(shortcut + merged)
         return F.relu(merged + shortcut)
 
 
