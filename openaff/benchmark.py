@@ -77,10 +77,11 @@ class Settings:
     memory: bool = True
     repeats: int = 10
     warmup: int = 3
+    device_id: int = 0
 
     @property
     def ctx(self):
-        return mx.gpu(0) if self.device == 'gpu' else mx.cpu()
+        return mx.gpu(self.device_id) if self.device == 'gpu' else mx.cpu(self.device_id)
 
     @property
     def classes(self):

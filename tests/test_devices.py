@@ -288,3 +288,13 @@ def test_a_batch_smaller_than_the_device_list_is_evaluated(tmp_path):
     x, y = batches(1)[0]
     result = evaluate(net, [(x, y), (x[:1], y[:1])], DEVICES)
     assert result['val_loss'] > 0 and 0 <= result['val_acc'] <= 1
+
+
+def test_the_benchmark_times_the_named_device():
+    from openaff.benchmark import Settings
+    from openaff.cli import benchmark
+    opt = benchmark.build_parser().parse_args(['--devices', 'cpu:1'])
+    benchmark.check_device(opt)
+    assert Settings(device=opt.device, device_id=opt.device_id).ctx == mx.cpu(1)
+    with pytest.raises(ValueError, match='times one device'):
+        benchmark.check_device(benchmark.build_parser().parse_args(['--devices', 'cpu:1,cpu:2']))

@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from .args import fail, non_negative_int, positive_int
+from .training import add_devices_arg, contexts_of
 
 
 def build_parser():
@@ -39,6 +40,7 @@ def build_parser():
     p.add_argument('--no-memory', dest='memory', action='store_false',
                    help='skip the peak-memory probes (one fresh process per model)')
     p.add_argument('--out', default='runs/benchmark')
+    add_devices_arg(p, 'times the rows')
     return p
 
 
@@ -46,6 +48,13 @@ def check_device(opt):
     """``ValueError`` for a device, precision or subgraph backend this machine does not
     have."""
     import mxnet as mx
+    opt.device_id = 0
+    if opt.devices:  # one device: the rows are timed where the user names
+        contexts = contexts_of(opt)
+        if len(contexts) != 1:
+            raise ValueError(f'--devices {opt.devices}: the benchmark times one device; name '
+                             f'one')
+        opt.device, opt.device_id = contexts[0].device_type, contexts[0].device_id
     if opt.device == 'gpu' and mx.context.num_gpus() == 0:
         raise ValueError('--ctx gpu: MXNet sees no GPU on this machine (a CUDA build of mxnet '
                          'and a visible device are needed)')
@@ -98,7 +107,7 @@ def main(argv=None):
     settings = Settings(opt.set, opt.device, opt.dtype, opt.batch_size or BATCH_SIZES[opt.set],
                         opt.input_size,
                         opt.fusion_impl, opt.optimize_for, opt.train, opt.memory, opt.repeats,
-                        opt.warmup)
+                        opt.warmup, opt.device_id)
     models = opt.models or SETS[opt.set]
     baseline = opt.baseline or (BASELINES[opt.set] if BASELINES[opt.set] in models else models[0])
     if baseline not in models:
