@@ -23,32 +23,42 @@ import numpy as np
 
 from .fusion import exportable, implementation
 
-__all__ = ['ExportReport', 'ExportMismatchError', 'export_onnx', 'TOLERANCE']
+__all__ = ['ExportReport', 'ExportMismatchError', 'export_onnx', 'ERROR_FACTOR', 'ERROR_FLOOR']
 
-# float32 round-off of a deep network's outputs, relative to their largest magnitude: measured
-# 1e-6 on freshly initialised zoo nets and up to 1.1e-5 with random BatchNorm states (outputs
-# near 300); an ignored fix_gamma gives 0.25
-TOLERANCE = 1e-4
+# An export is judged as the training-parity tests judge gradients: the truth is a float64
+# forward of the same graph, and onnxruntime may err up to ERROR_FACTOR times MXNet's own
+# float32 error. A deep network's float32 output drifts from float64 by 2-4e-4 of its scale
+# with trained BatchNorm states, so no fixed tolerance fits every depth; ERROR_FLOOR (relative
+# to the output scale) covers outputs that float32 happens to get almost exact.
+ERROR_FACTOR = 3.0
+ERROR_FLOOR = 1e-6
 
 
 class ExportMismatchError(RuntimeError):
-    """onnxruntime's outputs differ from MXNet's by more than float32 round-off."""
+    """onnxruntime's outputs are further from the float64 truth than MXNet's float32 allows."""
 
 
 @dataclass
 class ExportReport:
-    """What :func:`export_onnx` wrote and measured."""
+    """What :func:`export_onnx` wrote and measured: the largest error of onnxruntime's and of
+    MXNet's float32 outputs against a float64 forward of the same graph, relative to the
+    largest output magnitude."""
     path: str
     opset: int
     input_shapes: list
-    max_abs_diff: float
-    max_rel_diff: float     # relative to the largest MXNet output magnitude
+    onnx_error: float
+    mxnet_error: float
     size_mb: float
+
+    @property
+    def allowed(self):
+        return ERROR_FACTOR * max(self.mxnet_error, ERROR_FLOOR)
 
     def __str__(self):
         return (f'{self.path}: opset {self.opset}, inputs {self.input_shapes}, '
-                f'{self.size_mb:.1f} MB; onnxruntime vs MXNet: max |diff| '
-                f'{self.max_abs_diff:.2e} ({self.max_rel_diff:.2e} of the largest output)')
+                f'{self.size_mb:.1f} MB; error against a float64 forward, relative to the '
+                f'largest output: onnxruntime {self.onnx_error:.2e}, MXNet float32 '
+                f'{self.mxnet_error:.2e} (allowed {self.allowed:.2e})')
 
 
 def _fixed_gamma_inputs(symbol_json):
@@ -85,6 +95,28 @@ def _exported_graph(net, inputs):
     return symbol, params, [o.asnumpy() for o in outputs]
 
 
+def _float64_outputs(symbol, params, names, arrays):
+    """The graph's outputs computed in float64 by MXNet (its CPU kernels for float64 do not go
+    through oneDNN): the reference both float32 runtimes are judged against."""
+    import warnings
+    with warnings.catch_warnings():  # SymbolBlock warns that it cannot infer input types
+        warnings.simplefilter('ignore')
+        block = mx.gluon.SymbolBlock(symbol, [mx.sym.var(name) for name in names])
+    block.cast('float64')
+    block_params = block.collect_params()
+    for name, value in params.items():
+        if name in block_params:
+            block_params[name]._load_init(value.astype('float64'), mx.cpu())
+    outputs = block(*[mx.nd.array(a, dtype='float64') for a in arrays])
+    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    return [o.asnumpy() for o in outputs]
+
+
+def _largest_error(outputs, truth, scale):
+    return max(float(np.abs(o.astype(np.float64) - t).max()) for o, t in zip(outputs, truth)) \
+        / scale
+
+
 def _weights_as_constants(onnx, path):
     """Drop the weights from the graph's inputs (MXNet's exporter lists them there, which
     keeps onnxruntime from folding constants and makes it warn per weight); returns the opset."""
@@ -98,12 +130,13 @@ def _weights_as_constants(onnx, path):
 
 
 def export_onnx(net, path, input_shape=(1, 3, 224, 224), num_inputs=1, dynamic_batch=True,
-                tolerance=TOLERANCE, seed=0):
+                seed=0) -> ExportReport:
     """Export an initialised ``net`` (a zoo network, a fusion block taking ``num_inputs`` maps
     of ``input_shape``) to ONNX at ``path``; check the file with onnx's checker and run it
-    with onnxruntime on a random batch. Returns an :class:`ExportReport`; raises
-    :class:`ExportMismatchError` (leaving the file for inspection) when onnxruntime's outputs
-    differ from MXNet's by more than ``tolerance`` of their largest magnitude."""
+    with onnxruntime on a random batch, beside MXNet in float32 and in float64. Returns an
+    :class:`ExportReport`; raises :class:`ExportMismatchError` (leaving the file for
+    inspection) when onnxruntime is further from the float64 outputs than ``ERROR_FACTOR``
+    times MXNet's own float32 error."""
     import onnx
     import onnxruntime
     rng = np.random.RandomState(seed)
@@ -121,16 +154,18 @@ def export_onnx(net, path, input_shape=(1, 3, 224, 224), num_inputs=1, dynamic_b
     session = onnxruntime.InferenceSession(path, providers=['CPUExecutionProvider'])
     feed = dict(zip(names, arrays))  # onnxruntime may list the inputs in another order
     got = session.run(None, feed)
-    diff = max(float(np.abs(g - e).max()) for g, e in zip(got, expected))
     if dynamic_batch:  # another batch size runs too
         other = {name: np.concatenate([a, a[:1]]) for name, a in feed.items()}
         if session.run(None, other)[0].shape[0] != input_shape[0] + 1:
             raise ExportMismatchError(f'{path}: the batch dimension is not dynamic')
-    scale = max(1e-12, max(float(np.abs(e).max()) for e in expected))
-    report = ExportReport(path, opset, [list(s) for s in shapes], diff, diff / scale,
+    truth = _float64_outputs(symbol, params, names, arrays)
+    scale = max(1e-12, max(float(np.abs(t).max()) for t in truth))
+    report = ExportReport(path, opset, [list(s) for s in shapes],
+                          _largest_error(got, truth, scale), _largest_error(expected, truth, scale),
                           os.path.getsize(path) / 2 ** 20)
-    if report.max_rel_diff > tolerance:
-        raise ExportMismatchError(f'{report}: above float32 round-off ({tolerance:.0e})')
+    if report.onnx_error > report.allowed:
+        raise ExportMismatchError(f'{report}: onnxruntime is further from the float64 outputs '
+                                  f'than {ERROR_FACTOR:g}x MXNet\'s own float32 error')
     return report
 
 
