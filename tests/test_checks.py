@@ -4,7 +4,7 @@ import mxnet as mx
 import pytest
 
 from openaff import get_model
-from openaff.fusion import get_fusion
+from openaff.fusion import get_fusion, list_fusions
 from openaff.models import AFFResNet, CIFARAFFResNet
 
 
@@ -60,3 +60,18 @@ def test_imagenet_networks_need_room_for_their_strides():
     with pytest.raises(ValueError, match='at least 32x32'):
         net(mx.nd.zeros((1, 3, 16, 16)))
     assert net(mx.nd.zeros((1, 3, 32, 32))).shape == (1, 10)
+
+
+@pytest.mark.parametrize('name', list_fusions())
+def test_fusion_blocks_refuse_maps_they_were_not_built_for(name):
+    """A wrong channel count or two maps of different shapes is named in the block's words,
+    not by an operator about a tensor the user never passed."""
+    block = get_fusion(name, channels=16)
+    block.initialize()
+    if getattr(block, '_channels', None) is None:
+        pytest.skip(f'{name} derives its weights from another block')
+    narrow = mx.nd.ones((2, 8, 4, 4))
+    with pytest.raises(ValueError, match='built for maps of 16 channels'):
+        block(narrow, narrow)
+    with pytest.raises(ValueError, match='two maps of one shape'):
+        block(mx.nd.ones((2, 16, 4, 4)), mx.nd.ones((2, 16, 4, 2)))

@@ -304,9 +304,32 @@ class AttentionalFusion(DeviceGraphs, HybridBlock):
         self._foldable = bool(self._fused_pairs) and all(
             pair and all(native.mlp_branch(specs[name]) for name in pair)
             for pair in self._fused_pairs)
+        # the maps' channel count the weights are built for: the output width of the first
+        # stage's branches (None where a stage ends in another block)
+        first = specs.get(stages[0].branches[0], {}) if stages else {}
+        self._channels = first.get('widths', (None,))[-1] if stages and not stages[0].post \
+            else None
         with self.name_scope():
             for name, spec in branches:
                 setattr(self, name, context_branch(name, **spec))
+
+    def forward(self, x, *args):
+        if isinstance(x, mx.nd.NDArray):
+            self._check_maps(x, *args)
+        return super().forward(x, *args)
+
+    def _check_maps(self, x, residual=None, *rest):
+        """``ValueError`` naming the inputs for maps the block was not built for, before an
+        operator fails on a tensor of its own."""
+        name = type(self).__name__
+        if x.ndim != 4:
+            raise ValueError(f'{name} fuses (N, C, H, W) maps; got x of shape {x.shape}')
+        if isinstance(residual, mx.nd.NDArray) and residual.shape != x.shape:
+            raise ValueError(f'{name} fuses two maps of one shape; got x {x.shape} and '
+                             f'residual {residual.shape}')
+        if self._channels and x.shape[1] != self._channels:
+            raise ValueError(f'{name} was built for maps of {self._channels} channels; got x '
+                             f'{x.shape}')
 
     def _attention_source(self, F, x, residual):
         if self._source == 'sum':
