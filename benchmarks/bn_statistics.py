@@ -16,8 +16,8 @@ from mxnet import autograd
 
 from openaff import evaluate as evaluation
 from openaff.batchnorm import precise_bn
-from openaff.engine import evaluate
 from openaff.cli import train_cifar
+from openaff.engine import evaluate
 
 FUSIONS = ('DirectAdd', 'ASKCFuse', 'ResGlobLocaforGlobLocaCha')
 
@@ -25,7 +25,8 @@ FUSIONS = ('DirectAdd', 'ASKCFuse', 'ResGlobLocaforGlobLocaCha')
 def command(fusion, epochs, out, seed, extra):
     return ['--dataset', 'digits', '--model', 'resnet', '--askc-type', fusion, '--blocks', '1',
             '--channel-times', '1', '--num-epochs', str(epochs), '--save-dir', out,
-            '--logging-dir', out, '--save-plot-dir', out, '-j', '0', '--seed', str(seed), '--overwrite', *extra]
+            '--logging-dir', out, '--save-plot-dir', out, '-j', '0', '--seed', str(seed),
+            '--overwrite', *extra]
 
 
 def batch_statistics_accuracy(net, loader):

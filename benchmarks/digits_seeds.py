@@ -12,7 +12,7 @@ import json
 import statistics
 import sys
 
-from openaff.compare import finished_record
+from openaff.apps.compare import finished_record
 from openaff.cli import train_cifar
 
 
@@ -45,7 +45,8 @@ def main(argv=None):
     rows = [run_seed(seed, opt.out, extra, opt.fresh) for seed in opt.seeds]
     print('| seed | last epoch | best epoch | training minutes |\n|---|---|---|---|')
     for row in rows:
-        print(f"| {row['seed']} | {row['last']:.4f} | {row['best']:.4f} | {row['train_minutes']:.1f} |")
+        print(f"| {row['seed']} | {row['last']:.4f} | {row['best']:.4f} "
+              f"| {row['train_minutes']:.1f} |")
     last = [row['last'] for row in rows]
     spread = statistics.stdev(last) if len(last) > 1 else 0.0
     print(f'last epoch: mean {statistics.mean(last):.4f} ± {spread:.4f}, min {min(last):.4f} '

@@ -1,10 +1,10 @@
 """openaff: Attentional Feature Fusion (Dai, Gieseke, Oehmcke, Wu, Barnard, WACV 2021) for
 MXNet/Gluon -- fusion blocks, residual blocks, model zoo and released checkpoints.
 
-The submodules the README uses (``openaff.store``, ``openaff.cam``, ``openaff.export``, ...) are
-attributes of the package, imported on first use (``openaff.export`` does not import onnx until
-a network is exported). GluonCV's model zoo knows openaff's names once ``gluoncv.model_zoo`` is
-imported (:func:`register_gluoncv`).
+The submodules the README uses (``openaff.store``, ``openaff.apps.cam``, ``openaff.apps.export``,
+...) are attributes of the package, imported on first use (``openaff.apps.export`` does not
+import onnx until a network is exported). GluonCV's model zoo knows openaff's names once
+``gluoncv.model_zoo`` is imported (:func:`register_gluoncv`).
 """
 from importlib import import_module
 
@@ -36,18 +36,22 @@ _register_gluoncv_on_import()
 __all__ = ['get_model', 'list_models', 'get_model_list', 'pretrained_model_list', 'model_info',
            'register_gluoncv', 'get_fusion', 'list_fusions', '__version__']
 
-# imported when first used: some are slow (matplotlib, gluoncv) and none is needed to build a net
+# imported when first used: some are slow (matplotlib, gluoncv) and none is needed to build a
+# net; the tools of openaff.apps are reachable under their short names too
 _LAZY_SUBMODULES = frozenset({
-    'batchnorm', 'benchmark', 'blocks', 'cam', 'compare', 'data', 'engine', 'evaluate',
-    'export', 'fpn', 'fusion', 'launch', 'models', 'ops', 'plotlog', 'plotting',
-    'segmentation', 'store', 'summary', 'zoo'})
+    'apps', 'batchnorm', 'blocks', 'data', 'engine', 'fpn', 'fusion', 'models', 'ops',
+    'plotting', 'quantize', 'segmentation', 'store', 'zoo'})
+_APPS = frozenset({'benchmark', 'cam', 'compare', 'evaluate', 'export', 'launch', 'plotlog',
+                   'summary'})
 
 
 def __getattr__(name):
     if name in _LAZY_SUBMODULES:
         return import_module(f'.{name}', __name__)
+    if name in _APPS:
+        return import_module(f'.apps.{name}', __name__)
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
 def __dir__():
-    return sorted(set(globals()) | _LAZY_SUBMODULES)
+    return sorted(set(globals()) | _LAZY_SUBMODULES | _APPS)

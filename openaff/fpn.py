@@ -102,8 +102,10 @@ class AFFFPNFeatureExpander(SymbolBlock):
 
     def __init__(self, network, outputs, num_filters, merge='AFF', r=4, use_p6=False,
                  no_bias=True, pretrained=False, norm_layer=None, norm_kwargs=None,
-                 ctx=mx.cpu(), inputs=('data',), **_gluoncv_switches):
+                 ctx=None, inputs=('data',), **_gluoncv_switches):
         from gluoncv.nn.feature import _parse_network
+        if ctx is None:
+            ctx = mx.cpu()
         unknown = set(_gluoncv_switches) - {'use_1x1', 'use_upsample', 'use_elewadd',
                                             'p6_conv'}
         if unknown:
@@ -120,7 +122,8 @@ class FPNSegmentation(DeviceGraphs, HybridBlock):
     """Semantic segmentation on a backbone's stages: ``stages`` (a list of blocks run in order,
     each giving one pyramid level, finest first), a :class:`TopDownPyramid` of ``width``
     channels merged by ``merge``, and a 1x1 classifier on the sum of its levels (upsampled to
-    the finest), upsampled to the input size. ``net(x)`` -> per-pixel class scores (N, classes, H, W)."""
+    the finest), upsampled to the input size. ``net(x)`` -> per-pixel class scores
+    (N, classes, H, W)."""
 
     def __init__(self, stem, stages, classes, width=32, merge='AFF', r=4, **kwargs):
         super().__init__(**kwargs)

@@ -131,8 +131,9 @@ _ENTRIES = [
     ModelInfo('cifar_concat_inception', 'Inception, concatenation (CIFAR-100)', CIFARInception,
               _cifar_inception('concat'), labels='fine', paper_params_m=None, **_CIFAR,
               published='AFF-Inception\'s twin with concatenation, same parameter count'),
-    ModelInfo('cifar_aff_resnext38_32x4d.coarse', 'AFF-ResNeXt-38-32x4d (CIFAR-100)', CIFARAFFResNeXt,
-              _cifar_resnext([4, 4, 4]), labels='coarse', paper_params_m=7.8, **_CIFAR,
+    ModelInfo('cifar_aff_resnext38_32x4d.coarse', 'AFF-ResNeXt-38-32x4d (CIFAR-100)',
+              CIFARAFFResNeXt, _cifar_resnext([4, 4, 4]), labels='coarse', paper_params_m=7.8,
+              **_CIFAR,
               release=Release(_BASE + 'cifar100/AFF-ResNeXt-38-32x4d/'
                               '0.9123-cifar100-ASKCFuse-resneXt-38-c-4-s-1-best.params',
                               '95e0478d1e66f3c65bf88e440e30631aaec08ced', 'top1_acc', 0.9123,

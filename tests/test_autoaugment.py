@@ -10,8 +10,15 @@ from mxnet.gluon.data.vision import transforms
 from PIL import Image
 
 from openaff.data.autoaugment import (
-    FILL, OPERATIONS, AutoAugment, apply_op, apply_value, cifar10_policy, get_policy,
-    imagenet_policy, magnitude_to_value,
+    FILL,
+    OPERATIONS,
+    AutoAugment,
+    apply_op,
+    apply_value,
+    cifar10_policy,
+    get_policy,
+    imagenet_policy,
+    magnitude_to_value,
 )
 
 GRAY = np.array(FILL, dtype=np.uint8)

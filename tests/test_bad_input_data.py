@@ -239,7 +239,7 @@ def test_evaluate_names_a_corrupt_validation_image(tmp_path):
     bad.write_bytes(b'')
     # a zoo name would download its release: a training run's checkpoint instead
     params = _tiny_imagenet_checkpoint(tmp_path)
-    done = run_command('openaff.evaluate', params, '--dataset', 'imagenet', '--data-dir', root,
+    done = run_command('openaff.cli.evaluate', params, '--dataset', 'imagenet', '--data-dir', root,
                        '--batch-size', '2')
     assert_one_line_error(done, str(bad))
 

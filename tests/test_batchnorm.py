@@ -2,11 +2,11 @@
 import mxnet as mx
 import numpy as np
 import pytest
+from conftest import ones_for_gammas, random_input
 
 from openaff import get_model, list_models, model_info
 from openaff._gluon import batch_norms
 from openaff.batchnorm import fusion_batch_norms, precise_bn, set_bn_momentum
-from conftest import ones_for_gammas, random_input
 
 TINY_CIFAR = dict(layers=[1, 1, 1], channels=[8, 8, 16, 32], classes=10)
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from openaff.benchmark import balanced_ratio, paired_times
+from openaff.apps.benchmark import balanced_ratio, paired_times
 from openaff.cli.benchmark import main
 
 
@@ -75,7 +75,7 @@ def test_fusion_rows_are_timed_against_their_own_backbone_with_plain_addition(tm
     once for the AFF and iAFF rows of one architecture; rows without a fusion have none."""
     import math
 
-    from openaff.benchmark import Settings, measure_all, plain_addition_twin
+    from openaff.apps.benchmark import Settings, measure_all, plain_addition_twin
     assert plain_addition_twin('cifar_aff_resnet20@reference') == 'cifar_aff_resnet20/DirectAdd'
     assert plain_addition_twin('cifar_aff_resnet20/iAFF') == 'cifar_aff_resnet20/DirectAdd'
     assert plain_addition_twin('cifar_aff_resnet20/DirectAdd') is None
@@ -101,7 +101,7 @@ def test_memory_probe_reports_its_own_process_not_the_parent():
     parent_mb = 1500
     ballast = np.ones(parent_mb * 2 ** 20 // 8)  # resident: written by np.ones
     done = subprocess.run(
-        [sys.executable, '-c', 'import numpy as np, openaff.benchmark as b\n'
+        [sys.executable, '-c', 'import numpy as np, openaff.apps.benchmark as b\n'
          'block = np.ones(50 * 2 ** 20 // 8)\nprint(b.peak_rss_mb())'],
         capture_output=True, text=True, check=True)
     child_mb = float(done.stdout.split()[-1])
@@ -112,7 +112,7 @@ def test_memory_probe_reports_its_own_process_not_the_parent():
 def test_every_input_is_in_the_network_dtype():
     """float64 stands for float16, which this CPU cannot run: every input, the FLOP count's
     included, in the network's dtype."""
-    from openaff.benchmark import Candidate, Settings
+    from openaff.apps.benchmark import Candidate, Settings
     row = Candidate('cifar_aff_resnet20', Settings(set='cifar', dtype='float64', batch_size=2,
                                                    train=False, memory=False))
     assert row.gflops > 0

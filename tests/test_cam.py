@@ -7,7 +7,7 @@ import pytest
 from sklearn.datasets import load_sample_images
 
 from openaff import get_model, model_info
-from openaff.cam import attention_maps, grad_cam, preprocess, stages_of
+from openaff.apps.cam import attention_maps, grad_cam, preprocess, stages_of
 from openaff.cli.cam import main
 
 PHOTOS = load_sample_images().images  # china.jpg, flower.jpg: 427 x 640 RGB
@@ -48,7 +48,7 @@ def test_attention_maps_of_the_last_fusion_of_each_stage(nets, name, stages):
     batch = batch_for(name, PHOTOS[0])
     maps = attention_maps(nets[name], batch)
     assert len(maps) == stages
-    for label, heat in maps:
+    for _label, heat in maps:
         assert heat.shape == batch.shape[2:] and np.isfinite(heat).all()
     assert np.abs(maps[0][1] - maps[-1][1]).max() > 1e-3
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from mxnet import gluon
 
+from openaff.apps.launch import build_processes, local_placements
 from openaff.engine import Engine, Recipe
 from openaff.engine.distributed import (
     LOCAL_RANK_ENV,
@@ -15,7 +16,6 @@ from openaff.engine.distributed import (
     HorovodTrainer,
     _local_placement,
 )
-from openaff.launch import build_processes, local_placements
 
 DEVICES = [mx.cpu(1), mx.cpu(2)]  # stands in for a GPU list: no cpu(0)
 

@@ -18,7 +18,8 @@ def test_compare_two_models_two_seeds(tmp_path, capsys):
     report = json.loads((tmp_path / 'compare-digits.json').read_text())
     rows = {r['model']: r for r in report['rows']}
     # same depth and width: the port's DirectAdd ResNet-20 has GluonCV's parameter count
-    assert abs(rows['DirectAdd-ResNet-20']['params_m'] - rows['cifar_resnet20_v2']['params_m']) < 1e-3
+    assert abs(rows['DirectAdd-ResNet-20']['params_m']
+               - rows['cifar_resnet20_v2']['params_m']) < 1e-3
     assert all(len(r['runs']) == 2 and r['train_ips'] > 0 for r in rows.values())
     assert '--seed 1' in rows['cifar_resnet20_v2']['runs'][1]['command']
     assert (tmp_path / 'compare-digits.png').stat().st_size > 1000

@@ -14,11 +14,22 @@ from PIL import Image
 
 from openaff.data import cifar, digits
 from openaff.data.cifar import CIFAR, cifar_transforms, load_cifar, write_cifar
-from openaff.data.digits import (DIGITS_MEAN, DIGITS_STD, Digits, digits_transforms,
-                                 load_digits_split)
+from openaff.data.digits import (
+    DIGITS_MEAN,
+    DIGITS_STD,
+    Digits,
+    digits_transforms,
+    load_digits_split,
+)
 from openaff.data.errors import DatasetNotFoundError
-from openaff.data.imagenet import (ShardSampler, folder_loaders, imagenet_transforms, make_rec,
-                                   rec_loaders, synthetic_loaders)
+from openaff.data.imagenet import (
+    ShardSampler,
+    folder_loaders,
+    imagenet_transforms,
+    make_rec,
+    rec_loaders,
+    synthetic_loaders,
+)
 
 FORMATS = [(name, fmt, archive) for name in ('cifar10', 'cifar100')
            for fmt in ('python', 'binary') for archive in (False, True)]
@@ -505,7 +516,8 @@ def test_shard_sampler():
     epoch0 = [drawn(0), drawn(1)]
     assert sorted(epoch0[0] + epoch0[1]) == list(range(100))
     np.random.seed(3)
-    assert list(ShardSampler(100, 1, 0, shuffle=True)) == np.random.RandomState(3).permutation(100).tolist()
+    expected = np.random.RandomState(3).permutation(100).tolist()
+    assert list(ShardSampler(100, 1, 0, shuffle=True)) == expected
     assert [i % 2 for i in epoch0[1]] != [1] * 50  # not a fixed strided subset
     assert sorted(drawn(1, seed=4)) != sorted(epoch0[1])  # a new split every epoch
     with pytest.raises(ValueError):

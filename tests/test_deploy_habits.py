@@ -18,7 +18,7 @@ from sklearn.datasets import load_sample_images
 
 import openaff
 from openaff import get_model, zoo
-from openaff.cam import grad_cam, preprocess
+from openaff.apps.cam import grad_cam, preprocess
 from openaff.store import git_blob_sha1, load_checkpoint
 
 PHOTOS = load_sample_images().images  # china.jpg, flower.jpg: 427 x 640 RGB
@@ -148,7 +148,7 @@ def test_readme_submodules_are_attributes_without_onnx():
     code = ('import sys\n'
             'sys.modules["onnx"] = None  # any import of onnx would fail\n'
             'import openaff\n'
-            'print(openaff.export.export_onnx.__name__, openaff.cam.grad_cam.__name__,\n'
+            'print(openaff.apps.export.export_onnx.__name__, openaff.apps.cam.grad_cam.__name__,\n'
             '      openaff.store.load_checkpoint.__name__, "store" in dir(openaff))\n')
     assert python(code).split() == ['export_onnx', 'grad_cam', 'load_checkpoint', 'True']
     with pytest.raises(AttributeError, match='no_such_module'):
@@ -254,7 +254,7 @@ def test_evaluate_dtype(tiny_run, tmp_path, capsys):
               idx, '--rec-train', rec, '--rec-train-idx', idx]
     assert evaluate_main(*common, '--dtype', 'float32') == 0, capsys.readouterr().err
     assert 'top-1 acc' in capsys.readouterr().out
-    from openaff.evaluate import report
+    from openaff.apps.evaluate import report
     assert 'precision:     float16' in report(dict(
         val_acc=0.5, val_top5=None, val_loss=1.0, target='t', dataset='imagenet', labels='fine',
         bn_statistics='stored', reference='', dtype='float16'))
@@ -290,7 +290,7 @@ def test_a_float_image_in_the_unit_range_is_scaled_not_cast_to_black():
 
 
 def test_images_of_other_types_are_scaled_or_refused():
-    from openaff.cam import as_rgb8
+    from openaff.apps.cam import as_rgb8
     photo = PHOTOS[1]
     as_float = photo.astype(np.float32) / 255
     sixteen = photo.astype(np.uint16) * 257

@@ -10,12 +10,15 @@ import sys
 import mxnet as mx
 import numpy as np
 import pytest
-from mxnet import autograd, gluon
-
 from conftest import REPO
+
 from openaff.engine import Engine, Recipe
-from openaff.engine.devices import (cpu_runs_bfloat16, default_devices, describe_devices,
-                                    parse_devices)
+from openaff.engine.devices import (
+    cpu_runs_bfloat16,
+    default_devices,
+    describe_devices,
+    parse_devices,
+)
 from openaff.engine.distributed import Cluster
 from openaff.models import CIFARAFFResNet
 
@@ -226,7 +229,7 @@ def test_train_checkpoint_resume_and_evaluate_on_two_devices(tmp_path):
         np.testing.assert_array_equal(one[key], other[key], err_msg=key)
     record = json.loads(next(whole.glob('*-checkpoint.json')).read_text())
     evaluated = subprocess.run(
-        [sys.executable, '-m', 'openaff.evaluate', str(whole / record['params']), '--devices',
+        [sys.executable, '-m', 'openaff.cli.evaluate', str(whole / record['params']), '--devices',
          'cpu:1,cpu:2',
          '--json', str(tmp_path / 'eval.json')], env=ENV, capture_output=True, text=True,
         timeout=300, cwd=REPO)
@@ -291,7 +294,7 @@ def test_a_batch_smaller_than_the_device_list_is_evaluated(tmp_path):
 
 
 def test_the_benchmark_times_the_named_device():
-    from openaff.benchmark import Settings
+    from openaff.apps.benchmark import Settings
     from openaff.cli import benchmark
     opt = benchmark.build_parser().parse_args(['--devices', 'cpu:1'])
     benchmark.check_device(opt)

@@ -1,6 +1,6 @@
 """Scale-out: the Cluster (kvstore, Horovod), the watchdog, SyncBatchNorm, AMP and float16,
 and real multi-process runs of train_cifar.py on localhost (parameter server via
-``python -m openaff.launch``, Horovod via ``horovodrun --gloo``), including a killed worker."""
+``openaff-launch``, Horovod via ``horovodrun --gloo``), including a killed worker."""
 import json
 import os
 import re
@@ -12,9 +12,9 @@ import time
 import mxnet as mx
 import numpy as np
 import pytest
+from conftest import REPO
 from mxnet import autograd, gluon
 
-from conftest import REPO
 from openaff.batchnorm import use_sync_batchnorm
 from openaff.engine import Engine, Recipe
 from openaff.engine.devices import cpu_runs_bfloat16
@@ -56,7 +56,7 @@ def test_unknown_kvstore_and_missing_launcher_are_clear_errors(monkeypatch):
     with pytest.raises(ValueError, match='horovod'):
         Cluster.create('dist')
     monkeypatch.delenv('DMLC_ROLE', raising=False)
-    with pytest.raises(DistributedError, match='openaff.launch'):
+    with pytest.raises(DistributedError, match='openaff-launch'):
         Cluster.create('dist_sync')
 
 
@@ -75,7 +75,7 @@ def test_scripts_turn_distributed_set_up_errors_into_one_line(monkeypatch, capsy
     assert 'error: --kvstore horovod needs Horovod' in capsys.readouterr().err
     monkeypatch.delenv('DMLC_ROLE', raising=False)
     assert cifar.main(['--dataset', 'digits', '--kvstore', 'dist_sync']) == 2
-    assert 'python -m openaff.launch' in capsys.readouterr().err
+    assert 'openaff-launch' in capsys.readouterr().err
 
 
 def test_watchdog_ends_a_stalled_process():
@@ -216,7 +216,7 @@ def assert_one_chief_output(path, stderr, workers=2):
 def test_dist_sync_two_workers_one_server(tmp_path, single_process_run):
     result = run_script([*DIGITS, *run_args(tmp_path), '--batch-size', '32',
                          '--kvstore', 'dist_sync', '--dist-timeout', '120'],
-                        launcher=(sys.executable, '-m', 'openaff.launch', '-n', '2', '-s', '1',
+                        launcher=(sys.executable, '-m', 'openaff.cli.launch', '-n', '2', '-s', '1',
                                   '--'))
     assert result.returncode == 0, result.stderr[-3000:]
     assert_one_chief_output(tmp_path, result.stderr)
@@ -239,7 +239,7 @@ def test_horovod_two_ranks(tmp_path, single_process_run):
 def test_dist_async_runs_and_says_workers_differ(tmp_path):
     result = run_script([*DIGITS, *run_args(tmp_path, 1), '--batch-size', '32',
                          '--kvstore', 'dist_async'],
-                        launcher=(sys.executable, '-m', 'openaff.launch', '-n', '2', '-s', '1',
+                        launcher=(sys.executable, '-m', 'openaff.cli.launch', '-n', '2', '-s', '1',
                                   '--'))
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'dist_async does not keep workers identical' in result.stderr
@@ -293,7 +293,7 @@ def kill_one_worker_and_wait(tmp_path, launcher, kvstore, extra=()):
 
 def test_killed_worker_stops_a_launched_dist_sync_job(tmp_path):
     seconds, code, output = kill_one_worker_and_wait(
-        tmp_path, (sys.executable, '-m', 'openaff.launch', '-n', '2', '-s', '1', '--grace',
+        tmp_path, (sys.executable, '-m', 'openaff.cli.launch', '-n', '2', '-s', '1', '--grace',
                    '5', '--'), 'dist_sync')
     assert code != 0
     assert re.search(r'openaff\.launch: error: worker \d .*SIGKILL', output), output[-2000:]
@@ -304,7 +304,7 @@ def test_killed_worker_stops_a_launched_dist_sync_job(tmp_path):
 def test_watchdog_stops_survivors_without_a_supervising_launcher(tmp_path):
     """Workers started by hand (as a cluster scheduler would): the survivor waits in a
     kvstore call for the dead peer, and its watchdog ends it with a clear error."""
-    from openaff.launch import build_processes
+    from openaff.apps.launch import build_processes
     cmd = [sys.executable, str(REPO / 'train_cifar.py'), *DIGITS, *run_args(tmp_path, 50),
            '--batch-size', '32', '--kvstore', 'dist_sync', '--dist-timeout', '15']
     processes = []

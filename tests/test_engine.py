@@ -5,12 +5,12 @@ import re
 import mxnet as mx
 import numpy as np
 import pytest
+from conftest import SHARED
 
+from openaff.cli.plotlog import main as plotlog
 from openaff.engine import CheckpointManager, History, atomic_save, make_lr_scheduler, parse_log
 from openaff.engine.schedule import decay_epochs
 from openaff.engine.targets import draw_mixup_lambda, mixup_batch, new_rng, soft_targets
-from openaff.cli.plotlog import main as plotlog
-from conftest import SHARED
 
 LOGS = sorted((SHARED / 'reference' / 'original_logs').glob('*.log'))
 
@@ -77,7 +77,8 @@ def test_label_smoothing_and_mixup_targets():
     np.testing.assert_allclose(mixed.asnumpy().ravel(), [1.5, 2.5])
     np.testing.assert_allclose(targets.asnumpy()[0], [0.75, 0, 0.25, 0])
     assert draw_mixup_lambda(new_rng(0, 0), 1.0, active=False) == 1.0
-    assert draw_mixup_lambda(new_rng(3, 5), 1.0, True) == draw_mixup_lambda(new_rng(3, 5), 1.0, True)
+    assert (draw_mixup_lambda(new_rng(3, 5), 1.0, True)
+            == draw_mixup_lambda(new_rng(3, 5), 1.0, True))
 
 
 def test_atomic_save_never_leaves_a_partial_file(tmp_path):
@@ -216,7 +217,8 @@ def test_importing_openaff_leaves_matplotlib_alone(tmp_path):
     import sys
     code = (
         'import sys\n'
-        'import openaff, openaff.engine, openaff.compare, openaff.benchmark, openaff.plotlog\n'
+        'import openaff, openaff.engine, openaff.apps.compare, openaff.apps.benchmark, '
+        'openaff.apps.plotlog\n'
         'import openaff.cli.train_cifar, openaff.cli.compare, openaff.cli.evaluate\n'
         'assert "matplotlib.pyplot" not in sys.modules\n'
         'import matplotlib; matplotlib.use("svg"); import matplotlib.pyplot\n'

@@ -3,10 +3,13 @@ inside its Faster R-CNN, and as a segmentation network on a CIFAR AFF-ResNet."""
 import mxnet as mx
 import numpy as np
 import pytest
+from conftest import (
+    assert_every_param_gets_gradient,
+    assert_hybrid_matches_imperative,
+    random_input,
+)
 from mxnet import autograd
 
-from conftest import (assert_every_param_gets_gradient, assert_hybrid_matches_imperative,
-                      random_input)
 from openaff.data.canvases import CANVAS_CLASSES, digit_canvases
 from openaff.fpn import MERGES, AFFFPNFeatureExpander, TopDownPyramid
 from openaff.segmentation import confusion, mean_iou, segmentation_network
@@ -111,6 +114,7 @@ def test_the_pixel_loss_is_gluons_cross_entropy_with_object_pixels_weighted():
 def test_train_segmentation_runs_on_the_engine_and_resumes(tmp_path, capsys):
     """Checkpoints, history with the held-out mean IoU, best file named by it, resume."""
     import json
+
     from openaff.cli import train_segmentation
     out = str(tmp_path / 'run')
     args = ['--merge', 'AFF', '--canvases', '32', '--val-canvases', '16', '--size', '24',

@@ -2,11 +2,14 @@
 import mxnet as mx
 import numpy as np
 import pytest
+from conftest import (
+    assert_every_param_gets_gradient,
+    assert_hybrid_matches_imperative,
+    random_input,
+)
 
 from openaff import fusion
 from openaff.fusion import FUSIONS, get_fusion, list_fusions, resolve_fusion_name
-from conftest import (assert_every_param_gets_gradient, assert_hybrid_matches_imperative,
-                      random_input)
 
 CHANNELS = 16
 

@@ -12,7 +12,6 @@ import time
 import mxnet as mx
 import numpy as np
 import pytest
-
 from conftest import REPO, run_dir_args, write_tiny_cifar
 
 pytestmark = [pytest.mark.multiprocess]
@@ -269,31 +268,31 @@ def test_disk_full_is_one_line(world, tmp_path):
 
 # ---------------------------------------------------------------- the other commands
 OTHER_CASES = [
-    ('evaluate a missing file', 'openaff.evaluate', lambda w: [w['root'] / 'missing.params'],
+    ('evaluate a missing file', 'openaff.cli.evaluate', lambda w: [w['root'] / 'missing.params'],
      'no such file'),
-    ('evaluate NaN weights', 'openaff.evaluate', lambda w: [w['nan'], '--data-dir', w['data']],
+    ('evaluate NaN weights', 'openaff.cli.evaluate', lambda w: [w['nan'], '--data-dir', w['data']],
      'non-finite'),
-    ('evaluate integer weights', 'openaff.evaluate', lambda w: [w['ints'], '--data-dir',
+    ('evaluate integer weights', 'openaff.cli.evaluate', lambda w: [w['ints'], '--data-dir',
                                                                  w['data']], 'int32'),
-    ('evaluate a corrupt file', 'openaff.evaluate', lambda w: [w['broken'] / 'garbage.params'],
+    ('evaluate a corrupt file', 'openaff.cli.evaluate', lambda w: [w['broken'] / 'garbage.params'],
      'garbage.params'),
-    ('evaluate negative precise BN', 'openaff.evaluate', lambda w: [w['final'], '--precise-bn',
+    ('evaluate negative precise BN', 'openaff.cli.evaluate', lambda w: [w['final'], '--precise-bn',
                                                                      '-5'], '--precise-bn'),
-    ('summary input size 0', 'openaff.summary', lambda w: ['cifar_aff_resnet32', '--input-size',
+    ('summary input size 0', 'openaff.cli.summary', lambda w: ['cifar_aff_resnet32', '--input-size',
                                                             '0'], '--input-size'),
-    ('summary input size 1', 'openaff.summary', lambda w: ['cifar_aff_resnet32', '--input-size',
+    ('summary input size 1', 'openaff.cli.summary', lambda w: ['cifar_aff_resnet32', '--input-size',
                                                             '1'], 'input'),
-    ('benchmark on a missing GPU', 'openaff.benchmark', lambda w: ['--ctx', 'gpu', '--models',
+    ('benchmark on a missing GPU', 'openaff.cli.benchmark', lambda w: ['--ctx', 'gpu', '--models',
                                                                     'cifar_aff_resnet32'], 'gpu'),
-    ('benchmark unknown backend', 'openaff.benchmark', lambda w: ['--optimize-for', 'BOGUS',
+    ('benchmark unknown backend', 'openaff.cli.benchmark', lambda w: ['--optimize-for', 'BOGUS',
                                                                    '--set', 'cifar'],
      '--optimize-for'),
-    ('compare zero epochs', 'openaff.compare', lambda w: ['--epochs', '0'], '--epochs'),
-    ('compare reuse of nothing', 'openaff.compare', lambda w: ['--reuse', '--out',
+    ('compare zero epochs', 'openaff.cli.compare', lambda w: ['--epochs', '0'], '--epochs'),
+    ('compare reuse of nothing', 'openaff.cli.compare', lambda w: ['--reuse', '--out',
                                                                 w['root'] / 'empty'], '--reuse'),
-    ('evaluate batch size 0', 'openaff.evaluate', lambda w: [w['final'], '--batch-size', '0'],
+    ('evaluate batch size 0', 'openaff.cli.evaluate', lambda w: [w['final'], '--batch-size', '0'],
      '--batch-size'),
-    ('plotlog with labels for other logs', 'openaff.plotlog', lambda w: [w['root'] / 'orig.log',
+    ('plotlog with labels for other logs', 'openaff.cli.plotlog', lambda w: [w['root'] / 'orig.log',
                                                                           '--labels', 'a', 'b'],
      '--labels'),
     ('segmentation canvas too small', 'openaff.cli.train_segmentation',
@@ -303,7 +302,7 @@ OTHER_CASES = [
     ('segmentation zero foreground weight', 'openaff.cli.train_segmentation',
      lambda w: ['--foreground-weight', '0', '--save-dir', w['root'] / 'seg'],
      '--foreground-weight'),
-    ('plotlog of a log without epochs', 'openaff.plotlog', lambda w: [w['root'] / 'orig.log',
+    ('plotlog of a log without epochs', 'openaff.cli.plotlog', lambda w: [w['root'] / 'orig.log',
                                                                        '-o', w['root'] / 'p.png'],
      'no "[Epoch N]'),
 ]

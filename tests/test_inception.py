@@ -4,11 +4,11 @@ concatenation twin's budget, and training it with the CIFAR script. The zoo-wide
 import mxnet as mx
 import numpy as np
 import pytest
+from conftest import random_input
 
 from openaff import get_model
 from openaff.models import CIFARInception
 from openaff.models.inception import inception_merge
-from conftest import random_input
 
 
 def _fuse_weights(net):

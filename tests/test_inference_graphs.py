@@ -7,12 +7,12 @@ import shutil
 import mxnet as mx
 import numpy as np
 import pytest
+from conftest import random_input
 from mxnet import autograd
 
 from openaff import ops
 from openaff.fusion import get_fusion, graph_mode, list_fusions
 from openaff.models.cifar import CIFARAFFResNet
-from conftest import random_input
 
 if shutil.which(os.environ.get('CXX', 'g++')) is None:
     pytest.skip('no C++ compiler: the native operators cannot be built here',

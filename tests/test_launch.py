@@ -1,4 +1,4 @@
-"""python -m openaff.launch with real processes: the DMLC_* environment, a tiny dist_sync job,
+"""openaff-launch with real processes: the DMLC_* environment, a tiny dist_sync job,
 failing and killed workers, a signal to the launcher, a hostfile through a fake ssh, usage
 errors. The scheduler and the servers really run ``import mxnet``."""
 import json
@@ -44,9 +44,9 @@ def launcher_env():
 
 
 def run_launcher(args, timeout=60, cwd=None):
-    """(exit status, stderr, seconds) of ``python -m openaff.launch ARGS``."""
+    """(exit status, stderr, seconds) of ``openaff-launch ARGS``."""
     start = time.monotonic()
-    done = subprocess.run([PY, '-m', 'openaff.launch'] + args, cwd=cwd or REPO,
+    done = subprocess.run([PY, '-m', 'openaff.cli.launch'] + args, cwd=cwd or REPO,
                           env=launcher_env(), stderr=subprocess.PIPE, text=True,
                           timeout=timeout)
     return done.returncode, done.stderr, time.monotonic() - start
@@ -141,7 +141,7 @@ def test_workers_get_the_dmlc_environment(tmp_path):
     rc, err, seconds = run_launcher(['-n', '2', '-s', '1', '--grace', '2', '--',
                                      PY, '-c', ENV_WORKER, str(tmp_path)])
     assert rc == 0, err
-    assert 'openaff.launch' not in err
+    assert 'openaff.cli.launch' not in err
     found = records(tmp_path)
     assert len(found) == 2
     for record in found:
@@ -207,7 +207,7 @@ def test_failing_worker_stops_the_job(tmp_path):
     rc, err, seconds = run_launcher(['-n', '2', '--grace', '2', '--',
                                      PY, '-c', FAILING_WORKER, str(tmp_path)])
     assert rc == 3
-    lines = [line for line in err.splitlines() if line.startswith('openaff.launch')]
+    lines = [line for line in err.splitlines() if line.startswith('openaff.cli.launch')]
     assert len(lines) == 1, err
     assert 'error: worker' in lines[0] and 'exited with status 3' in lines[0]
     assert 'stopping the 3 other processes' in lines[0]
@@ -237,7 +237,7 @@ def test_killed_worker_stops_a_waiting_job(tmp_path):
     rc, err, seconds = run_launcher(['-n', '2', '--grace', '2', '--',
                                      PY, '-c', KILLED_WORKER, str(tmp_path)])
     assert rc == 1
-    lines = [line for line in err.splitlines() if line.startswith('openaff.launch')]
+    lines = [line for line in err.splitlines() if line.startswith('openaff.cli.launch')]
     assert len(lines) == 1, err
     killed = json.loads((tmp_path / 'rank1').read_text())
     assert f'(pid {killed}, localhost) was killed by SIGKILL' in lines[0]
@@ -256,7 +256,7 @@ SLEEPING_WORKER = textwrap.dedent('''
 
 def test_sigterm_to_the_launcher_stops_everything(tmp_path):
     start = time.monotonic()
-    launcher = subprocess.Popen([PY, '-m', 'openaff.launch', '-n', '2', '--grace', '2', '--',
+    launcher = subprocess.Popen([PY, '-m', 'openaff.cli.launch', '-n', '2', '--grace', '2', '--',
                                  PY, '-c', SLEEPING_WORKER, str(tmp_path)],
                                 cwd=REPO, env=launcher_env(), stderr=subprocess.PIPE, text=True)
     try:

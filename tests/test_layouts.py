@@ -26,7 +26,7 @@ weights after every step.
 
 Run as a script, this file is the worker of one layout:
 ``python tests/test_layouts.py --kvstore dist_sync --init W --out DIR`` under
-``python -m openaff.launch`` or ``horovodrun``.
+``openaff-launch`` or ``horovodrun``.
 """
 import argparse
 import json
@@ -176,7 +176,7 @@ multiprocess = [pytest.mark.multiprocess, pytest.mark.slow]
 ENV = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
 for _name in [k for k in ENV if k.startswith(('DMLC_', 'HOROVOD_', 'OPENAFF_LOCAL_'))]:
     del ENV[_name]
-LAUNCH = (sys.executable, '-m', 'openaff.launch', '-n', '2', '-s', '1', '--grace', '5', '--')
+LAUNCH = (sys.executable, '-m', 'openaff.cli.launch', '-n', '2', '-s', '1', '--grace', '5', '--')
 HOROVOD_RUN = (HOROVODRUN, '-np', '2', '-H', 'localhost:2', '--gloo')
 
 # name: (how the workers start, kvstore, --devices of each worker, number of workers)

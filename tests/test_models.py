@@ -2,12 +2,16 @@
 import mxnet as mx
 import numpy as np
 import pytest
+from conftest import (
+    assert_every_param_gets_gradient,
+    assert_hybrid_matches_imperative,
+    ones_for_gammas,
+    random_input,
+)
 
 import openaff
 from openaff import blocks, get_model, list_models, model_info
 from openaff.fusion import list_fusions
-from conftest import (assert_every_param_gets_gradient, assert_hybrid_matches_imperative,
-                      ones_for_gammas, random_input)
 
 # ImageNet nets are fully convolutional up to global pooling: 64x64 keeps the CPU tests fast
 SMALL_SIZE = {'cifar100': 32, 'imagenet': 64}

@@ -3,9 +3,9 @@
 import mxnet as mx
 import numpy as np
 import pytest
+from conftest import COMPAT, compat_index, needs_compat
 from mxnet import autograd
 
-from conftest import COMPAT, compat_index, needs_compat
 from openaff.fusion import MultiAFF
 from openaff.store import load_checkpoint
 
@@ -63,7 +63,7 @@ def test_wrong_numbers_are_refused():
 
 def test_three_inputs_export_to_onnx(tmp_path):
     pytest.importorskip('onnxruntime')
-    from openaff.export import export_onnx
+    from openaff.apps.export import export_onnx
     block = MultiAFF(16, 3)
     block.initialize(mx.init.Xavier())
     report = export_onnx(block, str(tmp_path / 'multi.onnx'), (2, 16, 8, 8), num_inputs=3)

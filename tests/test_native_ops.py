@@ -9,10 +9,10 @@ import sys
 import mxnet as mx
 import numpy as np
 import pytest
+from conftest import REPO, random_input
 
 from openaff import fusion, ops
 from openaff.fusion import get_fusion, list_fusions
-from conftest import REPO, random_input
 
 CHANNELS = 16
 
@@ -146,7 +146,7 @@ def test_a_failed_build_warns_once_and_falls_back(tmp_path):
 @pytest.mark.multiprocess
 @pytest.mark.slow
 def test_ahead_of_time_build_command(tmp_path):
-    done = subprocess.run([sys.executable, '-m', 'openaff.ops'], capture_output=True,
+    done = subprocess.run([sys.executable, '-m', 'openaff.cli.ops'], capture_output=True,
                           text=True, cwd=REPO, timeout=300,
                           env={**os.environ, 'OPENAFF_CACHE': str(tmp_path)})
     assert done.returncode == 0, done.stderr
@@ -221,7 +221,8 @@ def test_operator_options_match_their_definition(y_is_sum):
 def _exact_select(local, glob, x, y, scale, head):
     """Outputs and input gradients in float64 numpy, with a sigmoid that cannot overflow."""
     z = local + glob
-    w = np.where(z >= 0, 1 / (1 + np.exp(-np.abs(z))), np.exp(-np.abs(z)) / (1 + np.exp(-np.abs(z))))
+    e = np.exp(-np.abs(z))
+    w = np.where(z >= 0, 1 / (1 + e), e / (1 + e))
     grad = scale * head
     d_logit = grad * (x - y) * w * (1 - w)
     return [scale * (y + w * (x - y)), d_logit, d_logit.sum(axis=(2, 3), keepdims=True),

@@ -8,10 +8,10 @@ import threading
 import mxnet as mx
 import numpy as np
 import pytest
+from conftest import COMPAT, compat_index, needs_compat, random_input
 
 from openaff import get_model, zoo
 from openaff.store import CheckpointMismatchError, ChecksumError, git_blob_sha1
-from conftest import COMPAT, compat_index, needs_compat, random_input
 
 TINY = dict(layers=[1, 1, 1], channels=[8, 8, 16, 32])
 
@@ -44,7 +44,8 @@ def publish_tiny_release(root, monkeypatch, name='cifar_aff_resnet32', corrupt=F
         path.write_bytes(path.read_bytes()[:-8] + b'garbage!')
     info = zoo.model_info(name)
     patched = dataclasses.replace(info, args={**info.args, **TINY},
-                                  release=dataclasses.replace(info.release, path='params/tiny.params',
+                                  release=dataclasses.replace(info.release,
+                                                              path='params/tiny.params',
                                                               blob_sha1=blob))
     monkeypatch.setitem(zoo.MODELS, info.name, patched)
     return x, expected

@@ -2,7 +2,6 @@
 import re
 
 import pytest
-
 from conftest import REPO
 
 
@@ -23,6 +22,7 @@ def test_ci_runs_the_readme_test_command():
 def test_the_quick_start_job_runs(tmp_path, monkeypatch):
     """The main job's command, as the README writes it, for one epoch into a scratch folder."""
     import shlex
+
     from openaff.cli import train_cifar as cifar
     job = next(c for c in quick_start_commands() if 'train_cifar.py' in c)
     argv = shlex.split(job.split('&&')[-1])

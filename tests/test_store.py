@@ -14,9 +14,15 @@ import pytest
 from mxnet.gluon import nn
 
 from openaff import store
-from openaff.store import (CheckpointError, CheckpointMismatchError,
-                           ChecksumError, DownloadError, fetch_release,
-                           git_blob_sha1, load_checkpoint)
+from openaff.store import (
+    CheckpointError,
+    CheckpointMismatchError,
+    ChecksumError,
+    DownloadError,
+    fetch_release,
+    git_blob_sha1,
+    load_checkpoint,
+)
 
 REL = "params/model file.params"  # space exercises URL quoting
 

@@ -1,12 +1,12 @@
-"""Tests for openaff.summary."""
+"""Tests for openaff.apps.summary."""
 import json
 
 import mxnet as mx
 import pytest
 from mxnet.gluon import nn
 
+from openaff.apps.summary import ModelSummary, layer_flops, summarize
 from openaff.cli.summary import main
-from openaff.summary import ModelSummary, layer_flops, summarize
 
 
 def _trainable_sum(net):
@@ -166,7 +166,7 @@ def test_hooks_detached_after_summary():
 
 def test_hooks_detached_on_error():
     net = _small_net()
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError):
         summarize(net, (1, 5))
     net.apply(lambda b: not b._forward_hooks or pytest.fail(b.name))
 
@@ -209,7 +209,7 @@ def test_text_and_dict_outputs():
     widths = {len(line) for line in table.splitlines()}
     assert len(widths) == 1
     totals = result.totals()
-    assert "Trainable params: {:,} (".format(result.trainable_params) in totals
+    assert f"Trainable params: {result.trainable_params:,} (" in totals
     assert "M)" in totals and "G)" in totals
     data = json.loads(json.dumps(result.to_dict()))
     assert data["trainable_params"] == result.trainable_params

@@ -12,11 +12,10 @@ import time
 import mxnet as mx
 import numpy as np
 import pytest
-
-from openaff.data.imagenet import make_rec
-from openaff.cli import train_cifar
-from openaff.cli import train_imagenet
 from conftest import REPO, run_dir_args, write_tiny_cifar
+
+from openaff.cli import train_cifar, train_imagenet
+from openaff.data.imagenet import make_rec
 
 pytestmark = [pytest.mark.slow]
 
@@ -66,7 +65,8 @@ def test_train_imagenet_one_epoch_from_rec_files(tmp_path):
     assert code == 0
     log = (tmp_path / 'run' / 'log.txt').read_text()
     assert '[Epoch 0] validation: err-top1=' in log and 'float32' in log
-    assert glob.glob(str(tmp_path / 'run' / '*-imagenet-ImageNet-ASKCFuse-resnet--50-s-3-0-best.params'))
+    assert glob.glob(str(tmp_path / 'run'
+                         / '*-imagenet-ImageNet-ASKCFuse-resnet--50-s-3-0-best.params'))
 
 
 def test_missing_dataset_is_one_line_and_never_downloads(tmp_path, capsys, monkeypatch):

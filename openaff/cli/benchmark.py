@@ -1,9 +1,9 @@
-"""``openaff-benchmark`` / ``python -m openaff.benchmark``: side-by-side speed of AFF/iAFF
+"""``openaff-benchmark`` (``python -m openaff.cli.benchmark``): side-by-side speed of AFF/iAFF
 networks and GluonCV baselines, as ratios to a baseline timed in the same rounds.
 
-    python -m openaff.benchmark                         # ImageNet set, CPU, batch 8, 224x224
-    python -m openaff.benchmark --set cifar --batch-size 64
-    python -m openaff.benchmark --models gluoncv:resnet50_v1d aff_resnet50@reference aff_resnet50
+    openaff-benchmark                         # ImageNet set, CPU, batch 8, 224x224
+    openaff-benchmark --set cifar --batch-size 64
+    openaff-benchmark --models gluoncv:resnet50_v1d aff_resnet50@reference aff_resnet50
                                                         # NAME@IMPL: one fusion algebra per row
 """
 from __future__ import annotations
@@ -16,9 +16,9 @@ from .training import add_devices_arg, contexts_of
 
 
 def build_parser():
-    from ..benchmark import SETS
+    from ..apps.benchmark import SETS
     from ..fusion import IMPLEMENTATIONS
-    p = argparse.ArgumentParser(prog='python -m openaff.benchmark',
+    p = argparse.ArgumentParser(prog='openaff-benchmark',
                                 description=__doc__.split('\n')[0].split(': ', 1)[1])
     p.add_argument('--set', choices=sorted(SETS), default='imagenet')
     p.add_argument('--models', nargs='+', default=None, help='zoo names or gluoncv:NAME')
@@ -83,6 +83,7 @@ def _has_backend(backend):
     error line to the process's stderr and carries on, so that line is looked for."""
     import os
     import tempfile
+
     import mxnet as mx
     probe = mx.sym.FullyConnected(mx.sym.var('x'), num_hidden=1)
     with tempfile.TemporaryFile(mode='w+') as caught:
@@ -98,7 +99,7 @@ def _has_backend(backend):
 
 
 def main(argv=None):
-    from ..benchmark import BASELINES, BATCH_SIZES, SETS, Settings, check_entry, run
+    from ..apps.benchmark import BASELINES, BATCH_SIZES, SETS, Settings, check_entry, run
     opt = build_parser().parse_args(argv)
     try:
         check_device(opt)

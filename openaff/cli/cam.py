@@ -1,8 +1,8 @@
-"""``openaff-cam`` / ``python -m openaff.cam``: Grad-CAM of an AFF network (and a GluonCV
+"""``openaff-cam`` (``python -m openaff.cli.cam``): Grad-CAM of an AFF network (and a GluonCV
 baseline beside it) and the MS-CAM attention of its fusions, over one photo, in one figure.
 
-    python -m openaff.cam aff_resnet50.imagenet --image cat.jpg --compare gluoncv:resnet50_v1d
-    python -m openaff.cam cifar_aff_resnet32 --image photo.png --pretrained run-best.params
+    openaff-cam aff_resnet50.imagenet --image cat.jpg --compare gluoncv:resnet50_v1d
+    openaff-cam cifar_aff_resnet32 --image photo.png --pretrained run-best.params
 """
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ import argparse
 import os
 import sys
 
+from ..models.external import display_name
 from .args import fail, positive_int
 from .training import add_devices_arg, contexts_of
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog='python -m openaff.cam',
+    p = argparse.ArgumentParser(prog='openaff-cam',
                                 description='Grad-CAM and MS-CAM attention maps of a zoo '
                                             'network over one photo, in one figure.')
     p.add_argument('name', help='zoo name (e.g. aff_resnet50.imagenet), or a training '
@@ -43,7 +44,8 @@ def _load_image(path):
     """The photo as uint8 RGB; 16-bit and float images scaled to 8 bits (Pillow's
     ``convert('RGB')`` clips a 16-bit greyscale PNG to black and white)."""
     from PIL import Image, UnidentifiedImageError
-    from ..cam import as_rgb8
+
+    from ..apps.cam import as_rgb8
     try:
         with Image.open(path) as image:
             return as_rgb8(image)
@@ -66,7 +68,7 @@ def _main_network(opt):
     """(net, dataset, mean, std, input size) of a zoo name or a training checkpoint."""
     import mxnet as mx
     if os.path.exists(opt.name):  # a run's checkpoint, with its record beside it
-        from ..evaluate import build, resolve
+        from ..apps.evaluate import build, resolve
         target = resolve(opt.name)
         return (build(target, mx.cpu()), target.dataset, *_normalisation(target.dataset),
                 target.input_size)
@@ -80,10 +82,12 @@ def _main_network(opt):
 
 def _baseline(opt, classes):
     import mxnet as mx
-    if not opt.compare.startswith('gluoncv:'):
+    from ..models.external import gluoncv_name
+    name = gluoncv_name(opt.compare)
+    if not name:
         raise ValueError(f'--compare takes gluoncv:NAME, got {opt.compare!r}')
-    from gluoncv.model_zoo import get_model as gluoncv_model, get_model_list
-    name = opt.compare.split(':', 1)[1]
+    from gluoncv.model_zoo import get_model as gluoncv_model
+    from gluoncv.model_zoo import get_model_list
     if name.lower() not in get_model_list():
         raise ValueError(f'--compare {opt.compare}: not a GluonCV model-zoo name')
     baseline = gluoncv_model(name, pretrained=bool(opt.pretrained), classes=classes)
@@ -94,8 +98,16 @@ def _baseline(opt, classes):
 
 def main(argv=None):
     import mxnet as mx
-    from ..cam import (attention_maps, display_crop, figure, grad_cam, preprocess, stages_of,
-                       top_classes)
+
+    from ..apps.cam import (
+        attention_maps,
+        display_crop,
+        figure,
+        grad_cam,
+        preprocess,
+        stages_of,
+        top_classes,
+    )
     from ..store import CheckpointError
     from .output import figure_extensions, output_path
     opt = build_parser().parse_args(argv)
@@ -120,7 +132,7 @@ def main(argv=None):
                 raise ValueError(f'--stage {opt.stage}: {label} has {count} stages')
             heat, logits = grad_cam(model, batch, opt.class_index, stage)
             top = top_classes(logits, _class_names(dataset))
-            short = 'checkpoint' if os.path.exists(label) else label.replace('gluoncv:', '')
+            short = 'checkpoint' if os.path.exists(label) else display_name(label)
             panels.append((f'Grad-CAM {short}\n{top[0][0]}', heat))
             lines.append(f'{label}: ' + ', '.join(f'{n} {p:.3f}' for n, p in top))
         panels += attention_maps(net, batch)

@@ -1,9 +1,9 @@
-"""``openaff-compare`` / ``python -m openaff.compare``: train AFF/iAFF networks and GluonCV
+"""``openaff-compare`` (``python -m openaff.cli.compare``): train AFF/iAFF networks and GluonCV
 baselines with one recipe, data and seeds, then tabulate and plot accuracy against cost.
 
-    python -m openaff.compare                                  # digits, 6 models, 3 seeds
-    python -m openaff.compare --dataset cifar100 --data-dir ~/data/cifar --epochs 200
-    python -m openaff.compare --models AFF-ResNet-20 cifar_resnet20_v2 --seeds 0 1
+    openaff-compare                                  # digits, 6 models, 3 seeds
+    openaff-compare --dataset cifar100 --data-dir ~/data/cifar --epochs 200
+    openaff-compare --models AFF-ResNet-20 cifar_resnet20_v2 --seeds 0 1
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from .args import fail, non_negative_int, positive_int
 
 
 def build_parser():
-    from ..compare import DIGITS_EPOCHS, DIGITS_RECIPE
-    p = argparse.ArgumentParser(prog='python -m openaff.compare',
+    from ..apps.compare import DIGITS_EPOCHS, DIGITS_RECIPE
+    p = argparse.ArgumentParser(prog='openaff-compare',
                                 description=__doc__.split('\n')[0].split(': ', 1)[1])
     p.add_argument('--dataset', default='digits',
                    choices=('digits', 'cifar10', 'cifar100', 'imagenet'))
@@ -29,7 +29,8 @@ def build_parser():
     p.add_argument('--workers', type=non_negative_int, default=0)
     p.add_argument('--speed-batch', type=positive_int, default=64)
     p.add_argument('--repeats', type=positive_int, default=5)
-    p.add_argument('--reuse', action='store_true', help='collect finished runs instead of retraining')
+    p.add_argument('--reuse', action='store_true',
+                   help='collect finished runs instead of retraining')
     p.add_argument('--out', default='runs/compare')
     p.add_argument('--recipe', nargs=argparse.REMAINDER, default=DIGITS_RECIPE,
                    help='training options shared by every model (default: '
@@ -51,7 +52,7 @@ def run_args(opt, model_args, seed, run_dir):
 def train_runs(opt, label, model_args):
     """Train (or, with ``--reuse``, collect) every seed of one model with the training
     command; returns the run summaries and the last checkpoint record."""
-    from ..compare import finished_record, run_summary
+    from ..apps.compare import finished_record, run_summary
     from . import train_cifar, train_imagenet
     command = train_imagenet if opt.dataset == 'imagenet' else train_cifar
     script = 'train_imagenet.py' if opt.dataset == 'imagenet' else 'train_cifar.py'
@@ -69,8 +70,15 @@ def train_runs(opt, label, model_args):
 
 
 def main(argv=None):
-    from ..compare import (CIFAR_SET, IMAGENET_SET, SAME_LAYER_SET, costs, finished_record,
-                           summarize_row, write_report)
+    from ..apps.compare import (
+        CIFAR_SET,
+        IMAGENET_SET,
+        SAME_LAYER_SET,
+        costs,
+        finished_record,
+        summarize_row,
+        write_report,
+    )
     opt = build_parser().parse_args(argv)
     default = IMAGENET_SET if opt.dataset == 'imagenet' else CIFAR_SET
     catalog = default if opt.dataset == 'imagenet' else {**CIFAR_SET, **SAME_LAYER_SET}

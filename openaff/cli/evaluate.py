@@ -1,8 +1,8 @@
-"""``openaff-evaluate`` / ``python -m openaff.evaluate``: a checkpoint's top-1/top-5 accuracy
+"""``openaff-evaluate`` (``python -m openaff.cli.evaluate``): a checkpoint's top-1/top-5 accuracy
 and loss on its validation data, beside the published or logged value.
 
-    python -m openaff.evaluate cifar_aff_resnet32 --data-dir ~/data/cifar
-    python -m openaff.evaluate runs/0.9622-digits-ASKCFuse-resnet-8-c-1-s-1-best.params
+    openaff-evaluate cifar_aff_resnet32 --data-dir ~/data/cifar
+    openaff-evaluate runs/0.9622-digits-ASKCFuse-resnet-8-c-1-s-1-best.params
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from .training import add_devices_arg, contexts_of
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog='python -m openaff.evaluate',
+    p = argparse.ArgumentParser(prog='openaff-evaluate',
                                 description=__doc__.split('\n')[0].split(': ', 1)[1])
     p.add_argument('target', help='zoo name, released .params file, or training checkpoint')
     p.add_argument('--dataset', choices=('cifar10', 'cifar100', 'digits', 'imagenet'))
@@ -39,16 +39,17 @@ def build_parser():
 
 
 def eval_data_of(opt):
-    """The :class:`~openaff.evaluate.EvalData` the options describe."""
-    from ..evaluate import EvalData
+    """The :class:`~openaff.apps.evaluate.EvalData` the options describe."""
+    from ..apps.evaluate import EvalData
     return EvalData(opt.dataset, opt.labels, opt.data_dir, opt.batch_size, opt.input_size,
                     opt.synthetic, rec_files_of(opt) if opt.use_rec else None, opt.dtype)
 
 
 def main(argv=None):
     import mxnet as mx
+
+    from ..apps.evaluate import check_dtype, evaluate_checkpoint, report
     from ..data.errors import DatasetNotFoundError
-    from ..evaluate import check_dtype, evaluate_checkpoint, report
     from ..store import CheckpointError
     opt = build_parser().parse_args(argv)
     try:

@@ -1,8 +1,8 @@
-"""``openaff-export`` / ``python -m openaff.export``: write a zoo network as ONNX, checked
-against MXNet with onnxruntime (see :mod:`openaff.export`).
+"""``openaff-export`` (``python -m openaff.cli.export``): write a zoo network as ONNX, checked
+against MXNet with onnxruntime (see :mod:`openaff.apps.export`).
 
-    python -m openaff.export cifar_aff_resnet32 --pretrained -o aff32.onnx
-    python -m openaff.export aff_resnet50 --pretrained weights.params -o aff50.onnx --batch 8
+    openaff-export cifar_aff_resnet32 --pretrained -o aff32.onnx
+    openaff-export aff_resnet50 --pretrained weights.params -o aff50.onnx --batch 8
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def batch_size(text):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog='python -m openaff.export',
+    p = argparse.ArgumentParser(prog='openaff-export',
                                 description='Export a zoo network to ONNX and check it with '
                                             'onnxruntime against MXNet.')
     p.add_argument('name', help='zoo name, e.g. cifar_aff_resnet32 or aff_resnet50.imagenet')
@@ -41,7 +41,8 @@ def main(argv=None):
     if missing:  # the extra, checked before the network is built
         return fail(f'{" and ".join(missing)} missing: pip install -e ".[onnx]"')
     import mxnet as mx
-    from ..export import ExportMismatchError, export_onnx
+
+    from ..apps.export import ExportMismatchError, export_onnx
     from ..store import CheckpointError
     from ..zoo import get_model, model_info
     kwargs = {} if opt.classes is None else {'classes': opt.classes}

@@ -1,7 +1,7 @@
-"""``openaff-launch`` / ``python -m openaff.launch``: start and supervise an MXNet
-parameter-server job (see :mod:`openaff.launch` for how the roles are set up).
+"""``openaff-launch`` (``python -m openaff.cli.launch``): start and supervise an MXNet
+parameter-server job (see :mod:`openaff.apps.launch` for how the roles are set up).
 
-    python -m openaff.launch -n 2 -s 1 -- python train_cifar.py --kvstore dist_sync ...
+    openaff-launch -n 2 -s 1 -- python train_cifar.py --kvstore dist_sync ...
 """
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import argparse
 import shlex
 import sys
 
-from ..launch import DEFAULT_SSH, Job, build_processes, read_hostfile
+from ..apps.launch import DEFAULT_SSH, Job, build_processes, read_hostfile
 from .args import non_negative_float, positive_int
 
 
 def build_parser():
     p = argparse.ArgumentParser(
-        prog='python -m openaff.launch',
-        usage='python -m openaff.launch -n WORKERS [-s SERVERS] [-H HOSTFILE] [options] '
+        prog='openaff-launch',
+        usage='openaff-launch -n WORKERS [-s SERVERS] [-H HOSTFILE] [options] '
               '-- COMMAND ...',
         description='Start an MXNet parameter-server job (--kvstore dist_sync, '
                     'dist_device_sync, dist_async): the scheduler, the servers and the workers, '

@@ -1,4 +1,4 @@
-"""``openaff-ops`` / ``python -m openaff.ops``: build (or rebuild with ``--force``) the fused
+"""``openaff-ops`` (``python -m openaff.cli.ops``): build (or rebuild with ``--force``) the fused
 fusion operator's library and print where it is."""
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from .args import fail
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog='python -m openaff.ops',
-                                description="Build the fusion blocks' native operator library (again "
-                                            'with --force) and print its path.')
+    p = argparse.ArgumentParser(prog='openaff-ops',
+                                description="Build the fusion blocks' native operator library "
+                                            '(again with --force) and print its path.')
     p.add_argument('--force', action='store_true', help='rebuild even if cached')
     return p
 

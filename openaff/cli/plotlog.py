@@ -1,5 +1,5 @@
-"""``openaff-plotlog`` / ``python -m openaff.plotlog``: draw the validation curves of training
-logs in the original format over each other (see :mod:`openaff.plotlog`)."""
+"""``openaff-plotlog`` (``python -m openaff.cli.plotlog``): draw the validation curves of training
+logs in the original format over each other (see :mod:`openaff.apps.plotlog`)."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +9,7 @@ from .args import fail
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog='python -m openaff.plotlog',
+    p = argparse.ArgumentParser(prog='openaff-plotlog',
                                 description='Validation accuracy per epoch of training logs, '
                                             'one line each, in one PNG.')
     p.add_argument('logs', nargs='+', help='training logs in the original format')
@@ -21,7 +21,7 @@ def build_parser():
 
 
 def main(argv=None):
-    from ..plotlog import plot_logs
+    from ..apps.plotlog import plot_logs
     from .output import figure_extensions, output_path
     opt = build_parser().parse_args(argv)
     if opt.labels and len(opt.labels) != len(opt.logs):

@@ -1,7 +1,7 @@
-"""``openaff-summary`` / ``python -m openaff.summary``: parameter and FLOP counts of a zoo
-model, with the original's FLOP convention (see :mod:`openaff.summary`).
+"""``openaff-summary`` (``python -m openaff.cli.summary``): parameter and FLOP counts of a zoo
+model, with the original's FLOP convention (see :mod:`openaff.apps.summary`).
 
-    python -m openaff.summary NAME [--input-size N] [--classes K] [--json FILE] [--per-layer]
+    openaff-summary NAME [--input-size N] [--classes K] [--json FILE] [--per-layer]
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from .args import fail, positive_int
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog='python -m openaff.summary',
+    p = argparse.ArgumentParser(prog='openaff-summary',
                                 description='Print parameter and FLOP counts of an openaff model.')
     p.add_argument('name', help='model name, as for openaff.get_model')
     p.add_argument('--input-size', type=positive_int, default=None,
@@ -27,7 +27,7 @@ def build_parser():
 
 
 def main(argv=None):
-    from ..summary import summarize
+    from ..apps.summary import summarize
     from ..zoo import get_model, model_info
     from .output import output_path
     opt = build_parser().parse_args(argv)

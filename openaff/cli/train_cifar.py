@@ -11,16 +11,31 @@ from mxnet import gluon
 from ..batchnorm import set_bn_momentum
 from ..data import HEAD_CLASSES
 from ..engine import Engine, decay_epochs
-from ..models import CIFARAFFResNet, CIFARAFFResNeXt, CIFARInception, builder_name
-from ..models.external import GLUONCV_PREFIX, gluoncv_spec
-from ..models.inception import inception_merge
-from ..engine.distributed import DistributedError
-from .args import epoch_list, int_between, non_negative_int, positive_int
 from ..engine.checkpoint import release_claims
+from ..engine.distributed import DistributedError
+from ..models import CIFARAFFResNet, CIFARAFFResNeXt, CIFARInception, builder_name
+from ..models.external import gluoncv_name, gluoncv_spec
+from ..models.inception import inception_merge
+from .args import epoch_list, int_between, non_negative_int, positive_int
 from .recipe_options import RecipeOptions
-from .training import (add_run_args, add_scale_out_args, check_paths, check_run, apply_syncbn, clamp_workers, contexts_of, fail,
-                       resolve_precision, resolve_seed, run_engine, scaled_lr, shard_of,
-                       start_cluster, start_log, summarize_and_exit)
+from .training import (
+    add_run_args,
+    add_scale_out_args,
+    apply_syncbn,
+    check_paths,
+    check_run,
+    clamp_workers,
+    contexts_of,
+    fail,
+    resolve_precision,
+    resolve_seed,
+    run_engine,
+    scaled_lr,
+    shard_of,
+    start_cluster,
+    start_log,
+    summarize_and_exit,
+)
 
 DATASETS = ('cifar10', 'cifar100', 'digits')
 
@@ -60,7 +75,8 @@ def build_parser():
     add('--askc-type', default='ASKCFuse',
         help='fusion: ASKCFuse (AFF), ResGlobLocaforGlobLocaCha (iAFF), DirectAdd, ...; for '
              '--model inception: AFF, concat or DirectAdd')
-    add('--channel-times', type=positive_int, default=4, help='width multiplier of [16, 16, 32, 64]')
+    add('--channel-times', type=positive_int, default=4,
+        help='width multiplier of [16, 16, 32, 64]')
     add('--blocks', type=positive_int, default=1, help='blocks per stage')
     add('--start-layer', type=int_between(1, 3), default=1,
         help='first of the three stages with the fusion (earlier ones add plainly)')
@@ -134,7 +150,7 @@ def model_name_of(opt, layers, cardinality):
 def net_spec(opt, classes):
     """(class, constructor arguments, original run name such as
     ``cifar100-ASKCFuse-resnet-32-c-4-s-1``)."""
-    if opt.model.startswith(GLUONCV_PREFIX):
+    if gluoncv_name(opt.model):
         builder, kwargs, name = gluoncv_spec(opt.model, classes)
         return builder, kwargs, f'{opt.dataset}-{name}'
     if opt.model not in ('resnet', 'resnext', 'inception'):
@@ -166,7 +182,8 @@ def datasets(opt):
     from ..data import cifar, digits
     if opt.dataset == 'digits':
         train, val = digits.Digits(train=True), digits.Digits(train=False)
-        t_train, t_val = digits.digits_transforms(True, opt.auto_aug), digits.digits_transforms(False)
+        t_train = digits.digits_transforms(True, opt.auto_aug)
+        t_val = digits.digits_transforms(False)
     else:
         labels = opt.labels if opt.dataset == 'cifar100' else 'fine'
         train = cifar.CIFAR(opt.dataset, opt.data_dir, train=True, labels=labels)

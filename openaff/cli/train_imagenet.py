@@ -9,17 +9,31 @@ import os
 import mxnet as mx
 
 from ..engine import Engine, decay_epochs
+from ..engine.checkpoint import release_claims
+from ..engine.distributed import DistributedError
 from ..engine.reporting import ImageNetReport
 from ..models import AFFResNet, AFFResNeXt, builder_name
-from ..models.external import GLUONCV_PREFIX, gluoncv_spec
-from .args import (add_rec_options, epoch_list, int_between, non_negative_int,
-                   positive_int)
-from ..engine.distributed import DistributedError
-from ..engine.checkpoint import release_claims
+from ..models.external import gluoncv_name, gluoncv_spec
+from .args import add_rec_options, epoch_list, int_between, non_negative_int, positive_int
 from .recipe_options import RecipeOptions
-from .training import (add_run_args, add_scale_out_args, check_paths, check_run, apply_syncbn, clamp_workers, contexts_of, fail,
-                       resolve_precision, resolve_seed, run_engine, scaled_lr, shard_of,
-                       start_cluster, start_log, summarize_and_exit)
+from .training import (
+    add_run_args,
+    add_scale_out_args,
+    apply_syncbn,
+    check_paths,
+    check_run,
+    clamp_workers,
+    contexts_of,
+    fail,
+    resolve_precision,
+    resolve_seed,
+    run_engine,
+    scaled_lr,
+    shard_of,
+    start_cluster,
+    start_log,
+    summarize_and_exit,
+)
 
 LAYERS = {50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 4, 36, 3]}
 # the original train_imagenet.py's defaults and flag names where they differ from the recipe's
@@ -81,7 +95,7 @@ def build_parser():
 
 def net_spec(opt):
     """(class, constructor arguments, original run name ``ImageNet-ASKCFuse-resnet--50-s-3``)."""
-    if opt.model.startswith(GLUONCV_PREFIX):
+    if gluoncv_name(opt.model):
         builder, kwargs, name = gluoncv_spec(opt.model, opt.classes)
         return builder, kwargs, f'ImageNet-{name}'
     if opt.model not in ('resnet', 'resnext'):
@@ -139,8 +153,8 @@ def teacher_of(opt, contexts):
 def prepare_net(opt, net, contexts):
     """Initialise (or load) on ``contexts`` and cast to ``--dtype``."""
     if opt.use_pretrained:
-        from ..zoo import released_for
         from ..store import fetch_release, load_checkpoint
+        from ..zoo import released_for
         release = released_for(type(net), askc_type=opt.askc_type).release
         load_checkpoint(net, fetch_release(release.path, release.blob_sha1), ctx=contexts)
     else:

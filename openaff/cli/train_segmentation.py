@@ -15,11 +15,20 @@ import sys
 import mxnet as mx
 
 from ..data.canvases import CANVAS_CLASSES
-from .args import non_negative_int, positive_int
 from ..engine.checkpoint import release_claims
+from .args import non_negative_int, positive_int
 from .recipe_options import RecipeOptions
-from .training import (add_devices_arg, add_run_args, check_paths, check_run, contexts_of, fail,
-                       resolve_seed, run_engine, start_log)
+from .training import (
+    add_devices_arg,
+    add_run_args,
+    check_paths,
+    check_run,
+    contexts_of,
+    fail,
+    resolve_seed,
+    run_engine,
+    start_log,
+)
 
 MERGES = ('add', 'AFF', 'iAFF')
 RECIPE = RecipeOptions(

@@ -5,7 +5,7 @@ can use real data without any download. They are scaled to 0..255, resized to 32
 Pillow's bilinear filter and replicated to three channels; a fixed stratified split holds out
 450 of them (1347 train / 450 test).
 """
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import mxnet as mx
 import numpy as np
@@ -42,7 +42,7 @@ def load_digits_split(train=True, size=32):
     return images[rows], labels[rows]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _split_rows():
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split

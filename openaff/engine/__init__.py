@@ -5,5 +5,6 @@ from .loop import Engine, TrainingDiverged, evaluate, seed_everything, setup_log
 from .recipe import Recipe
 from .schedule import decay_epochs, make_lr_scheduler
 
-__all__ = ['CheckpointManager', 'atomic_save', 'History', 'parse_log', 'Engine', 'Recipe', 'TrainingDiverged',
-           'evaluate', 'seed_everything', 'setup_logging', 'decay_epochs', 'make_lr_scheduler']
+__all__ = ['CheckpointManager', 'atomic_save', 'History', 'parse_log', 'Engine', 'Recipe',
+           'TrainingDiverged', 'evaluate', 'seed_everything', 'setup_logging', 'decay_epochs',
+           'make_lr_scheduler']

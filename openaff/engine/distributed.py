@@ -1,6 +1,6 @@
 """The processes of one training run and how they talk: a single process (kvstore ``device``,
 ``local`` or ``nccl``), MXNet's parameter server (``dist_sync``, ``dist_device_sync``,
-``dist_async``: start with ``python -m openaff.launch``) or Horovod (``horovod``: start with
+``dist_async``: start with ``openaff-launch``) or Horovod (``horovod``: start with
 ``horovodrun``).
 
 The engine asks a :class:`Cluster` for its trainer, for the batch size that makes the gradient
@@ -34,7 +34,7 @@ LOG = logging.getLogger('openaff')
 # (mxnet allows no mix of int and str keys in one kvstore)
 _FIRST_OWN_KEY = 1 << 24
 
-# openaff.launch tells each parameter-server worker its index among the workers of its host and
+# openaff.apps.launch tells each parameter-server worker its index among the workers of its host and
 # their number, so that workers sharing a host can split its GPUs (Horovod knows its own)
 LOCAL_RANK_ENV, LOCAL_SIZE_ENV = 'OPENAFF_LOCAL_RANK', 'OPENAFF_LOCAL_SIZE'
 
@@ -63,7 +63,7 @@ class Cluster:
 
     Use :meth:`create` with a kvstore name (:data:`KVSTORES`). ``rank``/``size`` are the
     worker's index and the number of workers; ``local_rank``/``local_size`` its index among the
-    workers of its host and their number (Horovod's, or what ``openaff.launch`` set in
+    workers of its host and their number (Horovod's, or what ``openaff.apps.launch`` set in
     ``OPENAFF_LOCAL_RANK``/``OPENAFF_LOCAL_SIZE``; 0 and 1 in one process).
     """
 
@@ -87,7 +87,7 @@ class Cluster:
             if 'DMLC_ROLE' not in os.environ:
                 raise DistributedError(
                     'runs as one worker of a parameter-server job: start it '
-                    'with python -m openaff.launch -n WORKERS -s SERVERS -- python ... '
+                    'with openaff-launch -n WORKERS -s SERVERS -- python ... '
                     '(it sets DMLC_ROLE and the other DMLC_* variables)')
             local_rank, local_size = _local_placement()
             store = mx.kv.create(kvstore)
@@ -274,7 +274,7 @@ class Cluster:
 
 
 def _local_placement():
-    """(local rank, local size) of a parameter-server worker, as ``openaff.launch`` set them;
+    """(local rank, local size) of a parameter-server worker, as ``openaff.apps.launch`` set them;
     (0, 1) for workers started otherwise."""
     values = []
     for name, default in ((LOCAL_RANK_ENV, 0), (LOCAL_SIZE_ENV, 1)):

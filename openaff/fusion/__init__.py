@@ -22,14 +22,28 @@ valid only there, so hybridize again before moving, casting, exporting or conver
 Subclassing :class:`~.graphs.DeviceGraphs` (before ``HybridBlock``) gives your network the
 zoo's handling. Imperative calls use the fused operators on CPU float32 arrays.
 """
-from .core import (COMBINE_RULES, IMPLEMENTATIONS, POOLINGS, SOURCES, AttentionalFusion,
-                   GlobalAvgPool, Stage, concat_channels, context_branch, current_implementation,
-                   exportable, global_pooling, graph_mode, implementation, native_path)
-from .graphs import DeviceGraphs, Target, declared_target, graph_target
-from .registry import ALIASES, FUSIONS, get_fusion, list_fusions, register, resolve_fusion_name
 from .catalog import *  # noqa: F401,F403  (registers the catalog)
 from .catalog import AFF, MSCAM, iAFF
+from .core import (
+                   COMBINE_RULES,
+                   IMPLEMENTATIONS,
+                   POOLINGS,
+                   SOURCES,
+                   AttentionalFusion,
+                   GlobalAvgPool,
+                   Stage,
+                   concat_channels,
+                   context_branch,
+                   current_implementation,
+                   exportable,
+                   global_pooling,
+                   graph_mode,
+                   implementation,
+                   native_path,
+)
+from .graphs import DeviceGraphs, Target, declared_target, graph_target
 from .multi import MultiAFF
+from .registry import ALIASES, FUSIONS, get_fusion, list_fusions, register, resolve_fusion_name
 
 __all__ = ['AttentionalFusion', 'Stage', 'context_branch', 'concat_channels', 'get_fusion',
            'list_fusions', 'resolve_fusion_name', 'register', 'implementation',

@@ -7,7 +7,8 @@ Every block is a Gluon ``HybridBlock`` called as ``block(x, residual)`` that ret
 * **context branches** -- point-wise (1x1) conv/BN stacks, either at full resolution (local
   context) or after global average pooling (global context), with a bottleneck ratio ``r``;
 * **stages** -- each stage sums (or concatenates) some branches, turns the result into weights
-  with a sigmoid, and combines ``x`` and ``residual`` with a **rule** (soft selection, gated add...).
+  with a sigmoid, and combines ``x`` and ``residual`` with a **rule** (soft selection, gated
+  add...).
   A second stage that looks at the first stage's output gives the *iterative* variants (iAFF).
 
 Paper names: ``MS-CAM`` is ``M(X) = sigmoid(L(X) + G(X))`` (Sec. 3.2); the named configurations
@@ -128,7 +129,7 @@ _EXPORTABLE = contextvars.ContextVar('openaff_exportable_graph', default=False)
 
 @contextmanager
 def exportable():
-    """Build graphs from standard operators only, for :mod:`openaff.export` (ONNX): no fused
+    """Build graphs from standard operators only, for :mod:`openaff.apps.export` (ONNX): no fused
     native operator, ``concat`` for channel concatenation, the pooling operator. Combine with
     ``implementation('fast')``. (Gluon's ``export()`` of a zoo network or fusion block needs
     none of this: it writes the portable graph, see :mod:`~.graphs`.)"""
@@ -289,7 +290,8 @@ class AttentionalFusion(DeviceGraphs, HybridBlock):
             raise ValueError(f'source must be one of {SOURCES}, got {source!r}')
         for stage in stages:
             if stage.rule not in COMBINE_RULES:
-                raise ValueError(f'unknown combine rule {stage.rule!r}; valid: {list(COMBINE_RULES)}')
+                raise ValueError(f'unknown combine rule {stage.rule!r}; '
+                                 f'valid: {list(COMBINE_RULES)}')
             if stage.merge == 'concat' and len(stage.branches) != 2:
                 raise ValueError('merge="concat" takes exactly two branches (local, global)')
         self._stages = tuple(stages)
@@ -353,7 +355,7 @@ class AttentionalFusion(DeviceGraphs, HybridBlock):
 
     def attention_weights(self, x, residual):
         """The attention weights of every stage (MS-CAM's ``sigmoid(L + G)``; two for iAFF) for
-        NDArray inputs, in the reference algebra: what :mod:`openaff.cam` draws."""
+        NDArray inputs, in the reference algebra: what :mod:`openaff.apps.cam` draws."""
         import mxnet as mx
         source = self._attention_source(mx.nd, x, residual)
         if self._pre:

@@ -9,8 +9,13 @@ from mxnet.gluon.nn import BatchNorm
 
 from ..blocks import AFFResBlockV2, AFFResNeXtBlock
 from ..fusion.core import GlobalAvgPool
-from ._common import (FusionNetwork, check_numbers, deep_stem_layers, stage_fusion,
-                      update_input_stats)
+from ._common import (
+    FusionNetwork,
+    check_numbers,
+    deep_stem_layers,
+    stage_fusion,
+    update_input_stats,
+)
 
 __all__ = ['CIFARAFFResNet', 'CIFARAFFResNeXt']
 

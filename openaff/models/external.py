@@ -3,6 +3,17 @@
 GLUONCV_PREFIX = 'gluoncv:'
 
 
+def gluoncv_name(entry):
+    """The GluonCV model-zoo name of an entry written ``gluoncv:NAME``, else None: the one
+    place that reads the prefix."""
+    return entry[len(GLUONCV_PREFIX):] if entry.startswith(GLUONCV_PREFIX) else None
+
+
+def display_name(entry):
+    """An entry as a figure labels it: ``gluoncv:resnet50_v1d`` -> ``resnet50_v1d``."""
+    return gluoncv_name(entry) or entry
+
+
 def gluoncv_net(name, classes, **kwargs):
     """An uninitialised GluonCV model-zoo network (``cifar_resnet56_v2``, ``resnet50_v1d``...)."""
     from gluoncv.model_zoo import get_model, get_model_list
@@ -14,6 +25,6 @@ def gluoncv_net(name, classes, **kwargs):
 
 def gluoncv_spec(model, classes):
     """``'gluoncv:NAME'`` -> (builder, its arguments, run name) as the scripts record them."""
-    name = model[len(GLUONCV_PREFIX):]
+    name = gluoncv_name(model)
     gluoncv_net(name, classes)  # fail early, with the message, on an unknown name
     return gluoncv_net, {'name': name, 'classes': classes}, name

@@ -6,8 +6,7 @@ from mxnet.gluon import nn
 from mxnet.gluon.nn import BatchNorm
 
 from ..blocks import AFFBottleneck, AFFResNeXtBlock
-from ._common import (FusionNetwork, check_numbers, deep_stem_layers, operator_pooling,
-                      stage_fusion)
+from ._common import FusionNetwork, check_numbers, deep_stem_layers, operator_pooling, stage_fusion
 
 __all__ = ['AFFResNet', 'AFFResNeXt']
 

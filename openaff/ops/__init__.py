@@ -12,7 +12,7 @@ cached per source, MXNet version and CPU, and loaded with :func:`mxnet.library.l
 
 Where it cannot be built (no compiler), the fusion blocks use the Python algebra and say so
 once. ``OPENAFF_NATIVE_OPS=0`` turns the native operators off; ``OPENAFF_CACHE`` moves the
-cache (default ``~/.cache/openaff``). ``python -m openaff.ops`` builds ahead of time.
+cache (default ``~/.cache/openaff``). ``openaff-ops`` builds ahead of time.
 """
 from __future__ import annotations
 
@@ -56,8 +56,8 @@ def _compiler():
 def _flags():
     # no -ffast-math: its finite-math assumption breaks sigmoid at large |logits|;
     # -fno-trapping-math lets g++ turn the kernels' selects into vector blends
-    return ['-O3', '-fno-math-errno', '-fno-trapping-math', '-fopenmp', '-march=native', '-shared', '-fPIC', '-std=c++17',
-            f'-Wl,--version-script={EXPORTS}']
+    return ['-O3', '-fno-math-errno', '-fno-trapping-math', '-fopenmp', '-march=native',
+            '-shared', '-fPIC', '-std=c++17', f'-Wl,--version-script={EXPORTS}']
 
 
 def library_path():

@@ -12,9 +12,8 @@ that the numbers compare with those quoted in the paper:
 
 Counts are per sample: the batch dimension of ``input_shape`` is ignored.
 
-From the command line: ``python -m openaff.summary NAME`` (see :mod:`openaff.cli.summary`).
+From the command line: ``openaff-summary NAME`` (see :mod:`openaff.cli.summary`).
 """
-import sys
 from dataclasses import asdict, dataclass, field
 from typing import List, Tuple
 
@@ -22,9 +21,9 @@ import mxnet as mx
 from mxnet import autograd
 from mxnet.gluon import nn
 
-from ._gluon import all_blocks, forward_hooks, imperative, is_trainable
+from .._gluon import all_blocks, forward_hooks, imperative, is_trainable
 
-__all__ = ["LayerRow", "ModelSummary", "summarize", "layer_flops", "main"]
+__all__ = ["LayerRow", "ModelSummary", "summarize", "layer_flops"]
 
 
 @dataclass
@@ -75,7 +74,7 @@ class ModelSummary:
         """Return the per-layer table as text with fixed-width columns."""
         header = ("Layer", "Type", "Output Shape", "Params", "FLOPs")
         cells = [(r.name, r.type, _shape_str(r.output_shape),
-                  "{:,}".format(r.params), "{:,}".format(r.flops))
+                  f"{r.params:,}", f"{r.flops:,}")
                  for r in self.rows]
         widths = [max(len(c[i]) for c in [header] + cells)
                   for i in range(len(header))]
@@ -88,16 +87,14 @@ class ModelSummary:
     def totals(self):
         """Return a short text with the parameter (M) and FLOP (G) totals."""
         return "\n".join([
-            "Input shape: {}".format(_shape_str(self.input_shape)),
-            "Total params: {:,} ({:.2f}M)".format(
-                self.total_params, self.total_params / 1e6),
-            "Trainable params: {:,} ({:.2f}M)".format(
-                self.trainable_params, self.trainable_params / 1e6),
-            "Non-trainable params: {:,} ({:.2f}M)".format(
-                self.non_trainable_params, self.non_trainable_params / 1e6),
-            "Params without BN running stats (paper/README): {:,} ({:.2f}M)".format(
-                self.weight_params, self.weight_params / 1e6),
-            "FLOPs: {:,} ({:.2f}G)".format(self.flops, self.flops / 1e9),
+            f"Input shape: {_shape_str(self.input_shape)}",
+            f"Total params: {self.total_params:,} ({self.total_params / 1e6:.2f}M)",
+            f"Trainable params: {self.trainable_params:,} ({self.trainable_params / 1e6:.2f}M)",
+            f"Non-trainable params: {self.non_trainable_params:,} "
+            f"({self.non_trainable_params / 1e6:.2f}M)",
+            f"Params without BN running stats (paper/README): {self.weight_params:,} "
+            f"({self.weight_params / 1e6:.2f}M)",
+            f"FLOPs: {self.flops:,} ({self.flops / 1e9:.2f}G)",
         ])
 
     def to_dict(self):
@@ -279,7 +276,3 @@ def summarize(net, input_shape=(1, 3, 224, 224), ctx=None, dtype='float32'):
                         flops=sum(r.flops for r in rows),
                         input_shape=input_shape)
 
-
-if __name__ == "__main__":
-    from openaff.cli.summary import main
-    sys.exit(main())

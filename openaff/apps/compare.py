@@ -2,21 +2,20 @@
 accuracy (mean and spread over seeds), parameters, FLOPs, training and inference images/s on
 this machine, in one table and one figure, with the machine and the exact commands recorded.
 
-    python -m openaff.compare                                  # digits, 6 models, 3 seeds
-    python -m openaff.compare --dataset cifar100 --data-dir ~/data/cifar --epochs 200
-    python -m openaff.compare --models AFF-ResNet-20 cifar_resnet20_v2 --seeds 0 1
+    openaff-compare                                  # digits, 6 models, 3 seeds
+    openaff-compare --dataset cifar100 --data-dir ~/data/cifar --epochs 200
+    openaff-compare --models AFF-ResNet-20 cifar_resnet20_v2 --seeds 0 1
 """
 from __future__ import annotations
 
 import json
 import os
 import statistics
-import sys
 
 import mxnet as mx
 
+from ..data import HEAD_CLASSES
 from .benchmark import inference_step, machine, median_time, training_step
-from .data import HEAD_CLASSES
 
 RESNET20 = ['--model', 'resnet', '--blocks', '3', '--channel-times', '1']
 CIFAR_SET = {
@@ -77,7 +76,7 @@ def run_summary(record, seed, command):
 
 def costs(record, speed_batch=64, repeats=5):
     """Parameters, FLOPs and images/s of the network a run's checkpoint record describes."""
-    from .models import build_network
+    from ..models import build_network
     from .summary import summarize
     spec = record['net']
     net = build_network(spec['class'], spec['kwargs'])
@@ -122,7 +121,7 @@ def table(rows, dataset, seeds):
 
 
 def figure(rows, path, dataset):
-    from .plotting import pyplot
+    from ..plotting import pyplot
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     for ax, key, label in ((axes[0], 'params_m', 'parameters (M)'),
@@ -154,7 +153,3 @@ def write_report(rows, out, dataset, seeds, settings):
         json.dump({'settings': settings, 'machine': machine(), 'rows': rows}, handle, indent=1)
     return stem
 
-
-if __name__ == '__main__':
-    from .cli.compare import main
-    sys.exit(main())

@@ -1,8 +1,8 @@
 """Starting and supervising an MXNet parameter-server job (``--kvstore dist_sync``,
 ``dist_device_sync`` or ``dist_async``): one scheduler, S servers and N workers.
 
-    python -m openaff.launch -n 2 -s 1 -- python train_cifar.py --kvstore dist_sync ...
-    python -m openaff.launch -n 4 -s 2 -H hosts.txt -- python train_imagenet.py --kvstore dist_sync
+    openaff-launch -n 2 -s 1 -- python train_cifar.py --kvstore dist_sync ...
+    openaff-launch -n 4 -s 2 -H hosts.txt -- python train_imagenet.py --kvstore dist_sync
 
 MXNet's parameter server (ps-lite) gives every process a role through environment variables:
 
@@ -47,7 +47,7 @@ import time
 __all__ = ['Process', 'Job', 'read_hostfile', 'assign_hosts', 'build_processes',
            'local_placements']
 
-PROG = 'openaff.launch'
+PROG = 'openaff.cli.launch'
 DEFAULT_SSH = 'ssh -o BatchMode=yes -o StrictHostKeyChecking=no'
 PS_COMMAND = [sys.executable, '-c', 'import mxnet']
 # A server unpickles the optimizer a dist_async worker sends, learning-rate schedule included,
@@ -394,7 +394,3 @@ def local_placements(worker_hosts):
         seen[host] = seen.get(host, 0) + 1
     return placements
 
-
-if __name__ == '__main__':
-    from .cli.launch import main
-    sys.exit(main())

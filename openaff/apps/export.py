@@ -7,7 +7,7 @@ writes the stored gamma of a ``BatchNorm(scale=False)`` although MXNet itself us
 (``fix_gamma``); those gammas are written as 1, so networks whose input BatchNorm was loaded or
 trained export correctly.
 
-    from openaff.export import export_onnx
+    from openaff.apps.export import export_onnx
     report = export_onnx(get_model('cifar_aff_resnet32', pretrained=True), 'aff32.onnx',
                          input_shape=(1, 3, 32, 32))
 """
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import mxnet as mx
 import numpy as np
 
-from .fusion import exportable, implementation
+from ..fusion import exportable, implementation
 
 __all__ = ['ExportReport', 'ExportMismatchError', 'export_onnx', 'ERROR_FACTOR', 'ERROR_FLOOR']
 
@@ -168,8 +168,3 @@ def export_onnx(net, path, input_shape=(1, 3, 224, 224), num_inputs=1, dynamic_b
                                   f'than {ERROR_FACTOR:g}x MXNet\'s own float32 error')
     return report
 
-
-if __name__ == '__main__':
-    import sys
-    from .cli.export import main
-    sys.exit(main())

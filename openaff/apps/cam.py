@@ -2,7 +2,7 @@
 attention weights of its fusion blocks, as the paper's Figures 11-12 show them for AFF
 (Dai et al., "Attentional Feature Fusion", WACV 2021).
 
-    from openaff.cam import preprocess, grad_cam, attention_maps
+    from openaff.apps.cam import preprocess, grad_cam, attention_maps
     batch = preprocess(photo, mean, std, 224)          # (1, 3, 224, 224)
     heat, logits = grad_cam(net, batch)                # (224, 224) in [0, 1], (classes,)
     maps = attention_maps(net, batch)                  # [(stage label, (224, 224)), ...]
@@ -12,8 +12,8 @@ stages or ``layer1``-``layer4``).
 """
 from __future__ import annotations
 
-import numpy as np
 import mxnet as mx
+import numpy as np
 from mxnet import autograd
 from mxnet.gluon import nn
 
@@ -81,7 +81,8 @@ def preprocess(image, mean, std, size):
     side to ``ceil(size / 0.875)``, centre crop, normalised by ``mean``/``std`` on the 0..1
     scale); small (CIFAR) inputs are the whole photo resized to ``size`` x ``size``."""
     from mxnet.gluon.data.vision import transforms
-    from .data.imagenet import validation_transform
+
+    from ..data.imagenet import validation_transform
     photo = mx.nd.array(as_rgb8(image), dtype='uint8')
     if size >= 64:
         transform = validation_transform(size, 0.875, mean, std)
@@ -169,7 +170,7 @@ def grad_cam(net, batch, class_index=None, stage=-1):
 
 
 def _fusions_by_stage(blocks, stages):
-    from .fusion import AttentionalFusion
+    from ..fusion import AttentionalFusion
     found = {}
     for number, index in enumerate(stages, 1):
         for block in _descendants(blocks[index]):
@@ -232,7 +233,7 @@ def figure(photo, panels, path, title=''):
     import os
     if not os.path.splitext(os.fspath(path))[1]:
         path = os.fspath(path) + '.png'  # what savefig writes; the caller is told this name
-    from .plotting import pyplot
+    from ..plotting import pyplot
     plt = pyplot()
     fig, axes = plt.subplots(1, len(panels) + 1, figsize=(2.6 * (len(panels) + 1), 3.0))
     axes[0].imshow(photo)
@@ -249,8 +250,3 @@ def figure(photo, panels, path, title=''):
     plt.close(fig)
     return path
 
-
-if __name__ == '__main__':
-    import sys
-    from .cli.cam import main
-    sys.exit(main())

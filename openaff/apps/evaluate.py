@@ -2,15 +2,14 @@
 data, beside the published value (zoo names, released files) or the value the training run
 logged (checkpoints of ``train_cifar.py`` / ``train_imagenet.py``).
 
-    python -m openaff.evaluate cifar_aff_resnet32 --data-dir ~/data/cifar
-    python -m openaff.evaluate runs/0.9622-digits-ASKCFuse-resnet-8-c-1-s-1-best.params
+    openaff-evaluate cifar_aff_resnet32 --data-dir ~/data/cifar
+    openaff-evaluate runs/0.9622-digits-ASKCFuse-resnet-8-c-1-s-1-best.params
 """
 from __future__ import annotations
 
 import glob
 import json
 import os
-import sys
 from dataclasses import dataclass
 
 import mxnet as mx
@@ -34,8 +33,8 @@ class Target:
 
 
 def _from_zoo(name, params=True):
-    from .models import builder_name
-    from .zoo import model_info
+    from ..models import builder_name
+    from ..zoo import model_info
     info = model_info(name)
     reference_acc = None
     if info.release:
@@ -46,7 +45,7 @@ def _from_zoo(name, params=True):
 
 
 def _release_named(path):
-    from .zoo import MODELS
+    from ..zoo import MODELS
     base = os.path.basename(path)
     return next((n for n, i in MODELS.items() if i.release and
                  os.path.basename(i.release.path) == base), None)
@@ -103,9 +102,9 @@ def resolve(name_or_path):
 
 
 def build(target, ctx):
-    from .models import build_network
-    from .store import load_checkpoint
-    from .zoo import get_model
+    from ..models import build_network
+    from ..store import load_checkpoint
+    from ..zoo import get_model
     if target.zoo_name:
         return get_model(target.zoo_name, pretrained=target.params, ctx=ctx)
     net = build_network(target.net_class, target.kwargs)
@@ -131,7 +130,8 @@ def val_loader(data, target, with_train=True):
     training batches serve precise BN. With ``with_train=False`` only the validation data is
     read (training is ``None``), so evaluating needs no training files."""
     from mxnet import gluon
-    from .data import cifar, digits, imagenet
+
+    from ..data import cifar, digits, imagenet
     dataset = data.dataset or target.dataset
     if dataset == 'imagenet':
         size = data.input_size or target.input_size
@@ -178,8 +178,8 @@ def evaluate_checkpoint(name_or_path, data=None, precise_bn_batches=0, ctx=None)
     context or a list of them (each batch is split over the list). The training data is read
     only for precise BN (``precise_bn_batches > 0``); ``data.dtype`` float16 casts the
     network after that (GPUs only)."""
-    from .batchnorm import precise_bn
-    from .engine import evaluate
+    from ..batchnorm import precise_bn
+    from ..engine import evaluate
     data = data or EvalData()
     contexts = list(ctx) if isinstance(ctx, (list, tuple)) else [ctx or mx.cpu()]
     ctx = contexts[0]
@@ -216,7 +216,3 @@ def report(result):
         lines.insert(3, f'precision:     {result["dtype"]}')
     return '\n'.join(lines)
 
-
-if __name__ == '__main__':
-    from .cli.evaluate import main
-    sys.exit(main())

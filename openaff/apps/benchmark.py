@@ -3,11 +3,11 @@ inference and training images/s, batch-1 latency, FLOPs and parameters, peak mem
 to a baseline first, each model timed in rounds interleaved with the baseline in one process.
 Writes a table, JSON and a PNG (throughput against FLOPs and parameters).
 
-    python -m openaff.benchmark                         # ImageNet set, CPU, batch 8, 224x224
-    python -m openaff.benchmark --set cifar --batch-size 64
-    python -m openaff.benchmark --models gluoncv:resnet50_v1d aff_resnet50@reference aff_resnet50
+    openaff-benchmark                         # ImageNet set, CPU, batch 8, 224x224
+    openaff-benchmark --set cifar --batch-size 64
+    openaff-benchmark --models gluoncv:resnet50_v1d aff_resnet50@reference aff_resnet50
                                                         # NAME@IMPL: one fusion algebra per row
-    python -m openaff.benchmark --models cifar_aff_resnet20 cifar_aff_resnet20/iAFF
+    openaff-benchmark --models cifar_aff_resnet20 cifar_aff_resnet20/iAFF
                                                         # NAME/FUSION: another fusion, same net
 
 Every zoo network with a fusion is also timed against its own backbone with plain addition
@@ -28,8 +28,9 @@ from dataclasses import asdict, dataclass
 import mxnet as mx
 import numpy as np
 
-from ._threads import mxnet_threads
-from .fusion import IMPLEMENTATIONS, implementation
+from ..models.external import display_name, gluoncv_name
+from .._threads import mxnet_threads
+from ..fusion import IMPLEMENTATIONS, implementation
 
 SETS = {
     'imagenet': ['gluoncv:resnet50_v1d', 'aff_resnet50', 'iaff_resnet50', 'gluoncv:resnet101_v1d',
@@ -96,11 +97,11 @@ def build(name, classes, ctx, dtype):
     """An initialised network: ``gluoncv:NAME``, an openaff zoo name, or ``NAME/FUSION`` (the
     zoo network with another ``askc_type``)."""
     name, _, fusion = name.partition('/')
-    if name.startswith('gluoncv:'):
+    if gluoncv_name(name):
         from gluoncv.model_zoo import get_model
-        net = get_model(name.split(':', 1)[1], classes=classes)
+        net = get_model(gluoncv_name(name), classes=classes)
     else:
-        from .zoo import get_model
+        from ..zoo import get_model
         net = get_model(name, classes=classes, **({'askc_type': fusion} if fusion else {}))
     net.initialize(mx.init.Xavier(), ctx=ctx)
     net.cast(dtype)
@@ -117,7 +118,7 @@ def peak_memory_mb(entry, settings):
     """Peak memory of a fresh process that builds ``entry`` and runs its inference (and
     training) steps once: host RSS on CPU, device memory in use on GPU. Returns NaN (and
     says why) if that process fails."""
-    code = ('import json, sys; from openaff.benchmark import probe_memory; '
+    code = ('import json, sys; from openaff.apps.benchmark import probe_memory; '
             'print(probe_memory(*json.loads(sys.argv[1])))')
     command = [sys.executable, '-c', code, json.dumps([entry, asdict(settings)])]
     done = subprocess.run(command, capture_output=True, text=True)
@@ -269,9 +270,9 @@ def plain_addition_twin(entry):
     backbone AFF is fairly compared with), else None."""
     name, _, impl = entry.partition('@')
     name, _, fusion = name.partition('/')
-    if name.startswith('gluoncv:'):
+    if gluoncv_name(name):
         return None
-    from .zoo import model_info
+    from ..zoo import model_info
     if (fusion or model_info(name).args.get('askc_type', 'DirectAdd')) in ('DirectAdd',
                                                                           'DirectAddFuse'):
         return None
@@ -316,13 +317,13 @@ def table(results, baseline):
 
 
 def plot(results, path):
-    from .plotting import pyplot
+    from ..plotting import pyplot
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     for ax, key, label in ((axes[0], 'gflops', 'GFLOPs'), (axes[1], 'params_m', 'parameters (M)')):
         for r in results:
             ax.scatter(getattr(r, key), r.infer_ips)
-            ax.annotate(r.model.replace('gluoncv:', ''), (getattr(r, key), r.infer_ips),
+            ax.annotate(display_name(r.model), (getattr(r, key), r.infer_ips),
                         fontsize=7, xytext=(3, 3), textcoords='offset points')
         ax.set_xlabel(label)
         ax.set_ylabel('inference images/s')
@@ -333,7 +334,8 @@ def plot(results, path):
 
 
 def machine():
-    return {'platform': platform.platform(), 'processor': platform.processor() or platform.machine(),
+    return {'platform': platform.platform(),
+            'processor': platform.processor() or platform.machine(),
             'cpus': os.cpu_count(), 'mxnet_cpu_threads': mxnet_threads(), 'mxnet': mx.__version__,
             'gpus': mx.context.num_gpus()}
 
@@ -343,13 +345,13 @@ def check_entry(entry, default_impl):
     ``/FUSION``, or a fusion asked of a GluonCV network (checked before any timing)."""
     name, _ = split_impl(entry, default_impl)
     name, _, fusion = name.partition('/')
-    if name.startswith('gluoncv:'):
+    if gluoncv_name(name):
         if fusion:
             raise ValueError(f'{entry!r}: /FUSION replaces the fusion of an openaff network; '
                              f'GluonCV networks have none')
         return
-    from .fusion import resolve_fusion_name
-    from .zoo import model_info
+    from ..fusion import resolve_fusion_name
+    from ..zoo import model_info
     if fusion and 'askc_type' not in model_info(name).args:
         raise ValueError(f'{entry!r}: {name} takes no askc_type')
     if fusion and fusion != 'concat':  # concat: the Inception networks' merge
@@ -382,7 +384,3 @@ def run(models, baseline, settings, out):
     plot(results, stem + '.png')
     return stem
 
-
-if __name__ == '__main__':
-    from .cli.benchmark import main
-    sys.exit(main())

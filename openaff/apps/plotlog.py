@@ -1,16 +1,15 @@
 """Validation curves of training logs in the original format over each other, e.g. a
 reproduction against a released run of ``../shared/reference/original_logs``:
 
-    python -m openaff.plotlog logs/train_cifar100-ASKCFuse-resnet-32-c-4-s-1.log \\
+    openaff-plotlog logs/train_cifar100-ASKCFuse-resnet-32-c-4-s-1.log \\
         ../shared/reference/original_logs/cifar100__AFF-ResNet-32__train_cifar100-....log -o cmp.png
 """
 from __future__ import annotations
 
 import os
-import sys
 
-from .engine.history import parse_log
-from .plotting import pyplot
+from ..engine.history import parse_log
+from ..plotting import pyplot
 
 
 def plot_logs(paths, output, labels=None):
@@ -30,7 +29,8 @@ def plot_logs(paths, output, labels=None):
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for curve, label in zip(curves, labels):
-        ax.plot(list(curve), list(curve.values()), label=f'{label} (last {list(curve.values())[-1]:.4f})')
+        ax.plot(list(curve), list(curve.values()),
+                label=f'{label} (last {list(curve.values())[-1]:.4f})')
     ax.set_xlabel('epoch')
     ax.set_ylabel('validation accuracy')
     ax.grid(alpha=0.3)
@@ -40,7 +40,3 @@ def plot_logs(paths, output, labels=None):
     plt.close(fig)
     return output
 
-
-if __name__ == '__main__':
-    from .cli.plotlog import main
-    sys.exit(main())

@@ -1,5 +1,0 @@
-import sys
-
-from ..cli.ops import main
-
-sys.exit(main())

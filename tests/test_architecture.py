@@ -1,0 +1,103 @@
+"""The layout's rules, read from the source: the library never imports the command layer,
+no import cycles, and one place reads the ``gluoncv:`` prefix of network names."""
+import ast
+import pathlib
+
+from conftest import REPO
+
+PACKAGE = REPO / 'openaff'
+
+
+def modules():
+    """{dotted module name: parsed source} of the package."""
+    found = {}
+    for path in PACKAGE.rglob('*.py'):
+        parts = path.relative_to(REPO).with_suffix('').parts
+        name = '.'.join(parts[:-1] if parts[-1] == '__init__' else parts)
+        found[name] = (path, ast.parse(path.read_text()))
+    return found
+
+
+def imported(name, path, tree):
+    """The package modules ``name`` imports (relative imports resolved)."""
+    package = name if path.name == '__init__.py' else name.rpartition('.')[0]
+    targets = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package
+            for _ in range(max(0, node.level - 1)):
+                base = base.rpartition('.')[0]
+            module = (f'{base}.{node.module}' if node.module else base) if node.level \
+                else node.module
+            targets.add(module)
+            targets.update(f'{module}.{alias.name}' for alias in node.names)
+    return targets
+
+
+def import_graph():
+    found = modules()
+    return {name: {t for t in imported(name, path, tree) if t in found and t != name}
+            for name, (path, tree) in found.items()}
+
+
+def test_no_library_module_imports_the_command_layer():
+    offenders = sorted(f'{name} -> {target}' for name, targets in import_graph().items()
+                       if not name.startswith('openaff.cli') for target in targets
+                       if target == 'openaff.cli' or target.startswith('openaff.cli.'))
+    assert not offenders, offenders
+
+
+def strongly_connected(graph):
+    """Tarjan's components of more than one module (import cycles)."""
+    index, low, stack, on_stack, cycles = {}, {}, [], set(), []
+
+    def visit(node):
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in graph.get(node, ()):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for node in graph:
+        if node not in index:
+            visit(node)
+    return cycles
+
+
+def test_no_import_cycles():
+    graph = {name: {t for t in targets
+                    # a package importing its own submodules is not a cycle
+                    if not t.startswith(name + '.')}
+             for name, targets in import_graph().items()}
+    assert strongly_connected(graph) == []
+
+
+def test_a_cycle_is_found():
+    assert strongly_connected({'a': {'b'}, 'b': {'c'}, 'c': {'a'}, 'd': {'a'}}) == [
+        ['a', 'b', 'c']]
+
+
+def test_only_the_network_registry_reads_the_gluoncv_prefix():
+    allowed = PACKAGE / 'models' / 'external.py'
+    readers = sorted(
+        str(path.relative_to(REPO)) for _, (path, tree) in modules().items() if path != allowed
+        for node in ast.walk(tree)
+        if (isinstance(node, ast.Constant) and node.value == 'gluoncv:')
+        or (isinstance(node, ast.Name) and node.id == 'GLUONCV_PREFIX'))
+    assert not readers, readers
