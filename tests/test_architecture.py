@@ -1,7 +1,6 @@
 """The layout's rules, read from the source: the library never imports the command layer,
 no import cycles, and one place reads the ``gluoncv:`` prefix of network names."""
 import ast
-import pathlib
 
 from conftest import REPO
 

@@ -28,9 +28,9 @@ from dataclasses import asdict, dataclass
 import mxnet as mx
 import numpy as np
 
-from ..models.external import display_name, gluoncv_name
 from .._threads import mxnet_threads
 from ..fusion import IMPLEMENTATIONS, implementation
+from ..models.external import display_name, gluoncv_name
 
 SETS = {
     'imagenet': ['gluoncv:resnet50_v1d', 'aff_resnet50', 'iaff_resnet50', 'gluoncv:resnet101_v1d',

@@ -82,6 +82,7 @@ def _main_network(opt):
 
 def _baseline(opt, classes):
     import mxnet as mx
+
     from ..models.external import gluoncv_name
     name = gluoncv_name(opt.compare)
     if not name:
