@@ -2,6 +2,8 @@
 import json
 import os
 import pathlib
+import subprocess
+import sys
 
 import mxnet as mx
 import numpy as np
@@ -123,3 +125,39 @@ def write_tiny_cifar(root, name, fmt, archive=False, n_train=64, n_test=32):
 def run_dir_args(path):
     return ['--save-dir', str(path), '--logging-dir', str(path), '--save-plot-dir', str(path)]
 
+
+
+# ---------------------------------------------------------------- commands in their own process
+COMMAND_ENV = dict(os.environ, PYTHONPATH=str(REPO), PYTHONWARNINGS='ignore')
+
+
+def run_command(script, *args, timeout=300):
+    """``python SCRIPT ...`` (a top-level script) or ``python -m MODULE ...``, in the repo."""
+    command = [sys.executable, *(['-m', script] if not script.endswith('.py')
+                                 else [str(REPO / script)]), *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, env=COMMAND_ENV, cwd=REPO,
+                          timeout=timeout)
+
+
+def assert_one_line_error(done, fragment, status=2):
+    """The command ended with ``status`` and exactly one ``error:`` line holding
+    ``fragment``, without a traceback."""
+    err = done.stderr
+    assert 'Traceback' not in err, err[-3000:]
+    assert done.returncode == status, (done.returncode, err[-2000:])
+    errors = [line for line in err.splitlines() if 'error:' in line]
+    assert len(errors) == 1, err[-2000:]
+    assert fragment.lower() in errors[0].lower(), errors[0]
+
+
+def save_as_training_run(net, folder, dataset='imagenet', input_size=32):
+    """``net`` saved as a training run's best checkpoint with its record beside it (what
+    evaluation and Grad-CAM resolve); returns the .params path."""
+    from openaff.models import builder_name
+    params = folder / 'tiny-best.params'
+    net.save_parameters(str(params))
+    (folder / 'tiny-checkpoint.json').write_text(json.dumps({
+        'model': 'tiny', 'dataset': dataset, 'input_size': input_size,
+        'net': {'class': builder_name(type(net)), 'kwargs': net.model_info.args},
+        'history': [{'epoch': 0, 'val_acc': 0.5}]}))
+    return params

@@ -6,35 +6,23 @@ commands say so in one line (each case in its own process: exit status, one ``er
 no traceback, no work started)."""
 import os
 import pickle
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import REPO, run_dir_args, tiny_images, write_tiny_cifar
+from conftest import (
+    assert_one_line_error,
+    run_command,
+    run_dir_args,
+    save_as_training_run,
+    tiny_images,
+    write_tiny_cifar,
+)
 from PIL import Image
 
 from openaff.data.cifar import load_cifar, write_cifar
 from openaff.data.imagenet import folder_loaders
 
-ENV = dict(os.environ, PYTHONPATH=str(REPO), PYTHONWARNINGS='ignore')
 COLORS = np.array([[200, 40, 10], [10, 200, 40], [40, 10, 200]], dtype=np.uint8)
-
-
-def run_command(script, *args, timeout=300):
-    command = [sys.executable, *(['-m', script] if not script.endswith('.py')
-                                 else [str(REPO / script)]), *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, env=ENV, cwd=REPO,
-                          timeout=timeout)
-
-
-def assert_one_line_error(done, fragment, status=2):
-    err = done.stderr
-    assert 'Traceback' not in err, err[-3000:]
-    assert done.returncode == status, (done.returncode, err[-2000:])
-    errors = [line for line in err.splitlines() if 'error:' in line]
-    assert len(errors) == 1, err[-2000:]
-    assert fragment.lower() in errors[0].lower(), errors[0]
 
 
 # ---------------------------------------------------------------- CIFAR
@@ -246,19 +234,11 @@ def test_evaluate_names_a_corrupt_validation_image(tmp_path):
 
 def _tiny_imagenet_checkpoint(tmp_path):
     """A tiny 3-class network saved as a training run on 32x32 "imagenet" crops."""
-    import json
 
     import mxnet as mx
 
     from openaff import get_model
-    from openaff.models import builder_name
     net = get_model('cifar_aff_resnet20', classes=3, layers=[1, 1, 1], channels=[8, 8, 16, 32])
     net.initialize(mx.init.Xavier())
     net(mx.nd.zeros((1, 3, 32, 32)))
-    params = tmp_path / 'tiny-best.params'
-    net.save_parameters(str(params))
-    (tmp_path / 'tiny-checkpoint.json').write_text(json.dumps({
-        'model': 'tiny', 'dataset': 'imagenet', 'input_size': 32,
-        'net': {'class': builder_name(type(net)), 'kwargs': net.model_info.args},
-        'history': [{'epoch': 0, 'val_acc': 0.5}]}))
-    return params
+    return save_as_training_run(net, tmp_path)

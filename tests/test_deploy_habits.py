@@ -12,7 +12,7 @@ import sys
 import mxnet as mx
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import COMMAND_ENV, REPO, save_as_training_run
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
@@ -23,7 +23,7 @@ from openaff.store import git_blob_sha1, load_checkpoint
 
 PHOTOS = load_sample_images().images  # china.jpg, flower.jpg: 427 x 640 RGB
 TINY = dict(layers=[1, 1, 1], channels=[8, 8, 16, 32])
-ENV = dict(os.environ, PYTHONPATH=str(REPO), PYTHONWARNINGS='ignore')
+ENV = COMMAND_ENV
 
 
 def python(code, **env):
@@ -199,18 +199,12 @@ def tiny_run(tmp_path):
     """A training checkpoint of a tiny 3-class network on "imagenet" 32x32 crops, with its
     record beside it, and a validation .rec of 12 images."""
     from openaff.data.imagenet import make_rec
-    from openaff.models import builder_name
     net = get_model('cifar_aff_resnet32', classes=3, **TINY)
     net.initialize(mx.init.Xavier())
     net(mx.nd.zeros((1, 3, 32, 32)))
     run = tmp_path / 'run'
     run.mkdir()
-    params = run / 'tiny-best.params'
-    net.save_parameters(str(params))
-    (run / 'tiny-checkpoint.json').write_text(json.dumps({
-        'model': 'tiny', 'dataset': 'imagenet', 'input_size': 32,
-        'net': {'class': builder_name(type(net)), 'kwargs': net.model_info.args},
-        'history': [{'epoch': 0, 'val_acc': 0.5}]}))
+    params = save_as_training_run(net, run)
     rng = np.random.RandomState(0)
     labels = [i % 3 for i in range(12)]
     images = [rng.randint(0, 256, (40, 44, 3)).astype(np.uint8) for _ in labels]

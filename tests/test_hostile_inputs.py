@@ -12,13 +12,20 @@ import time
 import mxnet as mx
 import numpy as np
 import pytest
-from conftest import REPO, run_dir_args, write_tiny_cifar
+from conftest import (
+    COMMAND_ENV,
+    REPO,
+    assert_one_line_error,
+    run_command,
+    run_dir_args,
+    write_tiny_cifar,
+)
 
 pytestmark = [pytest.mark.multiprocess]
 
 TINY = ['--blocks', '1', '--channel-times', '1', '-j', '0', '--seed', '0', '--batch-size', '16']
 MODEL = 'cifar10-ASKCFuse-resnet-8-c-1-s-1'
-ENV = dict(os.environ, PYTHONPATH=str(REPO), PYTHONWARNINGS='ignore')
+ENV = COMMAND_ENV
 
 
 @pytest.fixture(scope='module')
@@ -93,22 +100,6 @@ def _copy_run(run, target, replace):
 def train(data, out, *extra):
     return ['--dataset', 'cifar10', '--data-dir', str(data), '--num-epochs', '1', *TINY,
             *run_dir_args(out), *extra]
-
-
-def run_command(script, *args, timeout=300):
-    command = [sys.executable, *(['-m', script] if not script.endswith('.py')
-                                 else [str(REPO / script)]), *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, env=ENV, cwd=REPO,
-                          timeout=timeout)
-
-
-def assert_one_line_error(done, fragment, status=2):
-    err = done.stderr
-    assert 'Traceback' not in err, err[-3000:]
-    assert done.returncode == status, (done.returncode, err[-2000:])
-    errors = [line for line in err.splitlines() if 'error:' in line]
-    assert len(errors) == 1, err[-2000:]
-    assert fragment.lower() in errors[0].lower(), errors[0]
 
 
 def snapshot(folder):
