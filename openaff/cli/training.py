@@ -12,10 +12,9 @@ import traceback
 
 import mxnet as mx
 
-from .args import fail
 from ..engine import setup_logging
-from ..engine.devices import (cpu_runs_bfloat16, default_devices, describe_devices,
-                               parse_devices)
+from ..engine.devices import cpu_runs_bfloat16, default_devices, describe_devices, parse_devices
+from .args import fail
 
 
 def contexts_of(opt, cluster=None):
@@ -169,7 +168,7 @@ def add_scale_out_args(parser):
     add = parser.add_argument
     add('--kvstore', default='device', choices=KVSTORES,
         help='gradient exchange: device/local/nccl in one process; dist_sync, dist_device_sync, '
-             'dist_async under python -m openaff.launch; horovod under horovodrun')
+             'dist_async under openaff-launch; horovod under horovodrun')
     add('--lr-scaling', default='none', choices=('none', 'linear'),
         help='linear: multiply --lr by the number of workers (the global batch grows with '
              'them); none: --lr is used as given')
@@ -180,7 +179,7 @@ def add_scale_out_args(parser):
 
 def summarize_and_exit(net, input_size=32):
     """``--summary``: print the parameter and FLOP table of ``net`` instead of training."""
-    from ..summary import summarize
+    from ..apps.summary import summarize
     net.initialize(mx.init.Xavier())
     result = summarize(net, (1, 3, input_size, input_size))
     print(result.table())
@@ -228,10 +227,10 @@ def apply_syncbn(net, syncbn, contexts):
     if not syncbn or len(contexts) < 2:
         return
     if any(c.device_type == 'cpu' for c in contexts):
-        # measured: the forward passes of several CPU contexts meet at its barrier, the
-        # backward pass never returns
-        raise ValueError('--syncbn synchronises GPUs: on CPU contexts the backward pass of '
-                         "mxnet 1.9.1's SyncBatchNorm deadlocks")
+        # see openaff.batchnorm._SYNC_DEVICE_TYPES: one worker thread per CPU device and
+        # workspaces shared by all of them (measured: training hangs in its first step)
+        raise ValueError('--syncbn synchronises GPUs: on CPU devices mxnet 1.9.1 deadlocks in '
+                         'SyncBatchNorm (one worker thread per CPU device, shared workspaces)')
     from ..batchnorm import use_sync_batchnorm
     use_sync_batchnorm(net, len(contexts))
 
