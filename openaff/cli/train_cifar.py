@@ -10,31 +10,20 @@ from mxnet import gluon
 
 from ..batchnorm import set_bn_momentum
 from ..data import HEAD_CLASSES
-from ..engine import Engine, decay_epochs
-from ..engine.checkpoint import release_claims
-from ..engine.distributed import DistributedError
-from ..models import CIFARAFFResNet, CIFARAFFResNeXt, CIFARInception, builder_name
+from ..engine import decay_epochs
+from ..models import CIFARAFFResNet, CIFARAFFResNeXt, CIFARInception
 from ..models.external import gluoncv_name, gluoncv_spec
 from ..models.inception import inception_merge
 from .args import epoch_list, int_between, non_negative_int, positive_int
 from .recipe_options import RecipeOptions
+from .skeleton import TrainingCommand, run_training
 from .training import (
     add_run_args,
     add_scale_out_args,
-    apply_syncbn,
     check_paths,
     check_run,
     clamp_workers,
-    contexts_of,
-    fail,
-    resolve_precision,
-    resolve_seed,
-    run_engine,
-    scaled_lr,
     shard_of,
-    start_cluster,
-    start_log,
-    summarize_and_exit,
 )
 
 DATASETS = ('cifar10', 'cifar100', 'digits')
@@ -230,42 +219,30 @@ def check_outputs(opt, model_name, recipe, net=None, chief=True):
               net, chief)
 
 
-def main(argv=None):
-    opt = parse_options(argv)
-    from ..data.errors import DatasetNotFoundError
+def prepare(opt, net, contexts):
+    """Fusion-branch BatchNorm momentum, then fresh weights from the run's seed."""
     from ..engine import seed_everything
-    try:
-        cluster = start_cluster(opt.kvstore)
-        contexts = contexts_of(opt, cluster)
-        if not opt.summary:
-            opt.dtype, notes = resolve_precision(opt.dtype, opt.amp, contexts)
-        cls, kwargs, model_name = net_spec(opt, HEAD_CLASSES[opt.dataset])
-        net = cls(**kwargs)
-        if opt.summary:
-            return summarize_and_exit(net)
-        apply_syncbn(net, opt.syncbn, contexts)
-        opt.seed = cluster.broadcast_int(resolve_seed(opt.seed))
-        recipe = recipe_of(opt, opt.seed, scaled_lr(opt.lr, opt.lr_scaling, cluster))
-        check_outputs(opt, model_name, recipe, net, cluster.is_chief)
-        train_loader, val_loader, classes = loaders(opt, opt.batch_size * len(contexts), cluster)
-    except (ValueError, DistributedError, DatasetNotFoundError) as err:
-        release_claims()
-        return fail(str(err))
     if opt.bn_branch_momentum is not None:
         set_bn_momentum(net, opt.bn_branch_momentum)
-    log_file = os.path.join(opt.logging_dir, f'train_{model_name}.log') if opt.logging_dir else None
-    log = start_log(opt, log_file, cluster.is_chief,
-                    run=dict(devices=contexts, dtype=opt.dtype, amp=opt.amp, cluster=cluster))
-    for note in notes:
-        log.info('%s', note)
     seed_everything(opt.seed)
     net.initialize(mx.init.Xavier(), ctx=contexts)
     if opt.dtype != 'float32':
         net.cast(opt.dtype)
-    engine = Engine(net, recipe, contexts, train_loader, val_loader, classes, model_name,
-                    opt.save_dir or '.', plot_dir=opt.save_plot_dir, compare_log=opt.compare_log,
-                    cluster=cluster, run_info={'dataset': opt.dataset, 'labels': opt.labels,
-                                               'net': {'class': builder_name(cls),
-                                                       'kwargs': kwargs}})
-    return run_engine(engine, log, opt.resume_from,
-                      lambda best: log.info('best_val_score: %f', best))
+
+
+COMMAND = TrainingCommand(
+    parse=parse_options,
+    network=lambda opt: net_spec(opt, HEAD_CLASSES[opt.dataset]),
+    recipe=recipe_of,
+    check_outputs=check_outputs,
+    loaders=loaders,
+    prepare=prepare,
+    engine_options=lambda opt, contexts: {},
+    run_info=lambda opt: {'dataset': opt.dataset, 'labels': opt.labels},
+    log_file=lambda opt, name: (os.path.join(opt.logging_dir, f'train_{name}.log')
+                                if opt.logging_dir else None),
+    best_line=lambda log, best: log.info('best_val_score: %f', best))
+
+
+def main(argv=None):
+    return run_training(COMMAND, argv)

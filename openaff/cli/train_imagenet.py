@@ -8,31 +8,20 @@ import os
 
 import mxnet as mx
 
-from ..engine import Engine, decay_epochs
-from ..engine.checkpoint import release_claims
-from ..engine.distributed import DistributedError
+from ..engine import decay_epochs
 from ..engine.reporting import ImageNetReport
-from ..models import AFFResNet, AFFResNeXt, builder_name
+from ..models import AFFResNet, AFFResNeXt
 from ..models.external import gluoncv_name, gluoncv_spec
 from .args import add_rec_options, epoch_list, int_between, non_negative_int, positive_int
 from .recipe_options import RecipeOptions
+from .skeleton import TrainingCommand, run_training
 from .training import (
     add_run_args,
     add_scale_out_args,
-    apply_syncbn,
     check_paths,
     check_run,
     clamp_workers,
-    contexts_of,
-    fail,
-    resolve_precision,
-    resolve_seed,
-    run_engine,
-    scaled_lr,
     shard_of,
-    start_cluster,
-    start_log,
-    summarize_and_exit,
 )
 
 LAYERS = {50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 4, 36, 3]}
@@ -188,40 +177,33 @@ def check_outputs(opt, model_name, recipe, net=None, chief=True):
     check_teacher(opt.teacher)
 
 
-def main(argv=None):
-    opt = build_parser().parse_args(argv)
-    from ..data.errors import DatasetNotFoundError
-    try:
-        cluster = start_cluster(opt.kvstore)
-        contexts = contexts_of(opt, cluster)
-        if not opt.summary:
-            opt.dtype, notes = resolve_precision(opt.dtype, opt.amp, contexts)
-        cls, kwargs, model_name = net_spec(opt)
-        net = cls(**kwargs)
-        if opt.summary:
-            return summarize_and_exit(net, opt.input_size)
-        apply_syncbn(net, opt.syncbn, contexts)
-        opt.seed = cluster.broadcast_int(resolve_seed(opt.seed))
-        recipe = recipe_of(opt, opt.seed, scaled_lr(opt.lr, opt.lr_scaling, cluster))
-        check_outputs(opt, f'imagenet-{model_name}', recipe, net, cluster.is_chief)
-        train_loader, val_loader = loaders(opt, opt.batch_size * len(contexts), cluster)
-        prepare_net(opt, net, contexts)
-    except (ValueError, DistributedError, DatasetNotFoundError, FileNotFoundError) as err:
-        release_claims()
-        return fail(str(err))
-    log = start_log(opt, opt.logging_file, cluster.is_chief,
-                    run=dict(devices=contexts, dtype=opt.dtype, amp=opt.amp, cluster=cluster))
-    for note in notes:
-        log.info('%s', note)
-    engine = Engine(net, recipe, contexts, train_loader, val_loader, opt.classes,
-                    f'imagenet-{model_name}', opt.save_dir or '.', plot_dir=opt.save_plot_dir,
-                    teacher=teacher_of(opt, contexts), compare_log=opt.compare_log,
-                    cluster=cluster, report=ImageNetReport(opt.log_interval),
-                    run_info={'dataset': 'imagenet', 'input_size': opt.input_size,
-                              'net': {'class': builder_name(cls), 'kwargs': kwargs}})
+def _resume_states(opt, engine):
+    # --resume-params/--resume-states/--resume-epoch: the original way, still accepted
     if opt.resume_states:
         engine.trainer.load_states(opt.resume_states)
-    # --resume-params/--resume-states/--resume-epoch: the original way, still accepted
-    return run_engine(engine, log, opt.resume_from,
-                      lambda best: log.info('best err-top1: %f', 1 - best),
-                      start_epoch=opt.resume_epoch)
+
+
+def _network(opt):
+    builder, kwargs, name = net_spec(opt)
+    return builder, kwargs, f'imagenet-{name}'
+
+
+COMMAND = TrainingCommand(
+    parse=lambda argv: build_parser().parse_args(argv),
+    network=_network,
+    recipe=recipe_of,
+    check_outputs=check_outputs,
+    loaders=lambda opt, batch, cluster: (*loaders(opt, batch, cluster), opt.classes),
+    prepare=prepare_net,
+    engine_options=lambda opt, contexts: {'teacher': teacher_of(opt, contexts),
+                                          'report': ImageNetReport(opt.log_interval)},
+    run_info=lambda opt: {'dataset': 'imagenet', 'input_size': opt.input_size},
+    log_file=lambda opt, name: opt.logging_file,
+    best_line=lambda log, best: log.info('best err-top1: %f', 1 - best),
+    summary_size=lambda opt: opt.input_size,
+    start_epoch=lambda opt: opt.resume_epoch,
+    before_fit=_resume_states)
+
+
+def main(argv=None):
+    return run_training(COMMAND, argv)

@@ -15,20 +15,10 @@ import sys
 import mxnet as mx
 
 from ..data.canvases import CANVAS_CLASSES
-from ..engine.checkpoint import release_claims
 from .args import non_negative_int, positive_int
 from .recipe_options import RecipeOptions
-from .training import (
-    add_devices_arg,
-    add_run_args,
-    check_paths,
-    check_run,
-    contexts_of,
-    fail,
-    resolve_seed,
-    run_engine,
-    start_log,
-)
+from .skeleton import TrainingCommand, run_training
+from .training import add_devices_arg, add_run_args, check_paths, check_run
 
 MERGES = ('add', 'AFF', 'iAFF')
 RECIPE = RecipeOptions(
@@ -81,45 +71,56 @@ def loaders(opt, seed, batch_size=None):
     return make(train, True), make(val, False)
 
 
-def main(argv=None):
-    from ..engine import Engine, seed_everything
+def network(opt):
+    """(builder, kwargs, run name) of the segmentation network the options describe."""
+    from ..segmentation import segmentation_network
+    if opt.size < 20:
+        raise ValueError(f'--size must be at least 20 (the largest glyph), got {opt.size}')
+    if not opt.foreground_weight > 0:
+        raise ValueError(f'--foreground-weight must be above 0, got {opt.foreground_weight}')
+    kwargs = dict(merge=opt.merge, askc_type=opt.askc_type, blocks=opt.blocks,
+                  channel_times=opt.channel_times, width=opt.width)
+    name = (f'canvases-{opt.merge}-FPN-{opt.askc_type}-resnet-{opt.blocks * 6 + 2}'
+            f'-c-{opt.channel_times}')
+    return segmentation_network, kwargs, name
+
+
+def check_outputs(opt, model_name, recipe, net=None, chief=True):
+    check_paths(dirs=[('--save-dir', opt.save_dir), ('--logging-dir', opt.logging_dir),
+                      ('--save-plot-dir', opt.save_plot_dir)])
+    check_run(opt.save_dir, model_name, opt.resume_from, opt.overwrite, recipe, RECIPE, net,
+              chief)
+
+
+def prepare(opt, net, contexts):
+    from ..engine import seed_everything
+    seed_everything(opt.seed)
+    net.initialize(mx.init.Xavier(), ctx=contexts)
+
+
+def engine_options(opt, contexts):
     from ..engine.reporting import SegmentationReport
     from ..engine.tasks import Segmentation
-    from ..segmentation import segmentation_network
-    opt = build_parser().parse_args(argv)
-    try:
-        if opt.size < 20:
-            raise ValueError(f'--size must be at least 20 (the largest glyph), got {opt.size}')
-        if not opt.foreground_weight > 0:
-            raise ValueError(f'--foreground-weight must be above 0, got {opt.foreground_weight}')
-        seed = resolve_seed(opt.seed)
-        recipe = RECIPE.recipe(opt, seed=seed)
-        kwargs = dict(merge=opt.merge, askc_type=opt.askc_type, blocks=opt.blocks,
-                      channel_times=opt.channel_times, width=opt.width)
-        net = segmentation_network(**kwargs)
-        model_name = (f'canvases-{opt.merge}-FPN-{opt.askc_type}-resnet-{opt.blocks * 6 + 2}'
-                      f'-c-{opt.channel_times}')
-        check_paths(dirs=[('--save-dir', opt.save_dir), ('--logging-dir', opt.logging_dir),
-                          ('--save-plot-dir', opt.save_plot_dir)])
-        check_run(opt.save_dir, model_name, opt.resume_from, opt.overwrite, recipe, RECIPE, net)
-        contexts = contexts_of(opt)
-        train_loader, val_loader = loaders(opt, seed, opt.batch_size * len(contexts))
-    except ValueError as err:
-        release_claims()
-        return fail(str(err))
-    from ..engine.distributed import Cluster
-    log = start_log(opt, os.path.join(opt.logging_dir, f'train_{model_name}.log'),
-                    run=dict(devices=contexts, dtype=recipe.dtype, amp=False, cluster=Cluster()))
-    seed_everything(seed)
-    net.initialize(mx.init.Xavier(), ctx=contexts)
-    engine = Engine(net, recipe, contexts, train_loader, val_loader, CANVAS_CLASSES, model_name,
-                    opt.save_dir, plot_dir=opt.save_plot_dir, report=SegmentationReport(),
-                    task=Segmentation(CANVAS_CLASSES, opt.foreground_weight),
-                    run_info={'dataset': 'canvases', 'net': {'function': 'segmentation_network',
-                                                             'kwargs': kwargs}})
-    return run_engine(engine, log, opt.resume_from,
-                      lambda best: log.info('best_val_miou: %f', best))
+    return {'report': SegmentationReport(),
+            'task': Segmentation(CANVAS_CLASSES, opt.foreground_weight)}
 
+
+COMMAND = TrainingCommand(
+    parse=lambda argv: build_parser().parse_args(argv),
+    network=network,
+    recipe=lambda opt, seed, lr: RECIPE.recipe(opt, seed=seed),
+    check_outputs=check_outputs,
+    loaders=lambda opt, batch, cluster: (*loaders(opt, opt.seed, batch), CANVAS_CLASSES),
+    prepare=prepare,
+    engine_options=engine_options,
+    run_info=lambda opt: {'dataset': 'canvases'},
+    log_file=lambda opt, name: os.path.join(opt.logging_dir, f'train_{name}.log'),
+    best_line=lambda log, best: log.info('best_val_miou: %f', best),
+    net_record=lambda builder, kwargs: {'function': 'segmentation_network', 'kwargs': kwargs})
+
+
+def main(argv=None):
+    return run_training(COMMAND, argv)
 
 if __name__ == '__main__':
     sys.exit(main())
