@@ -79,7 +79,7 @@ class AFFBottleneck(HybridBlock):
     expansion = 4
 
     def __init__(self, askc_type, planes, strides=1, dilation=1, downsample=None,
-                 previous_dilation=1, norm_layer=BatchNorm, norm_kwargs=None, last_gamma=False,
+                 norm_layer=BatchNorm, norm_kwargs=None, last_gamma=False,
                  r=16, **kwargs):
         super().__init__(**kwargs)
         norm_kwargs = norm_kwargs or {}
@@ -95,8 +95,6 @@ class AFFBottleneck(HybridBlock):
         zero_gamma = {'gamma_initializer': 'zeros'} if last_gamma else {}
         self.bn3 = norm_layer(in_channels=planes * 4, **zero_gamma, **norm_kwargs)
         self.downsample = downsample
-        self.dilation = dilation
-        self.strides = strides
         self.attention = make_fusion(askc_type, planes * 4, r)
 
     def hybrid_forward(self, F, x):

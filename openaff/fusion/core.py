@@ -28,7 +28,8 @@ from mxnet.gluon.block import HybridBlock
 from . import native
 from .graphs import DeviceGraphs, Target, declared_target, portable
 
-__all__ = ['AttentionalFusion', 'Stage', 'GlobalAvgPool', 'global_pooling', 'context_branch',
+__all__ = ['AttentionalFusion', 'Stage', 'GlobalAvgPool', 'global_pooling', 'use_global_pooling',
+           'context_branch',
            'concat_channels', 'implementation', 'current_implementation', 'exportable',
            'graph_mode', 'native_path', 'GRAPH_MODES', 'IMPLEMENTATIONS', 'POOLINGS',
            'COMBINE_RULES', 'SOURCES']
@@ -79,6 +80,25 @@ def global_pooling(kind):
     ``'adaptive'`` pooling (the default) or MXNet's ``'operator'`` (oneDNN on CPU)."""
     with _setting(_POOLING, kind, POOLINGS, 'global pooling'):
         yield
+
+
+def use_global_pooling(block, kind):
+    """Set how every :class:`GlobalAvgPool` inside ``block`` pools in the graphs traced from
+    now on: ``'adaptive'`` or MXNet's ``'operator'``; returns how many were set. A network
+    whose fused maps are small (ImageNet's 14x14 and 7x7, which oneDNN pools back quickly)
+    calls it at the end of its constructor."""
+    if kind not in POOLINGS:
+        raise ValueError(f'global pooling must be one of {POOLINGS}, got {kind!r}')
+    pools = [b for b in _descendants(block) if isinstance(b, GlobalAvgPool)]
+    for pool in pools:
+        pool._adaptive = kind == 'adaptive'
+    return len(pools)
+
+
+def _descendants(block):
+    yield block
+    for child in block._children.values():
+        yield from _descendants(child)
 
 
 class GlobalAvgPool(nn.GlobalAvgPool2D):

@@ -1,5 +1,4 @@
 """Pieces shared by the CIFAR and ImageNet networks."""
-import functools
 import numbers
 
 import mxnet as mx
@@ -109,19 +108,6 @@ class FusionNetwork(DeviceGraphs, HybridBlock):
         if min(shape[2:]) < self.min_input_size:
             raise ValueError(f'{type(self).__name__} needs inputs of at least '
                              f'{self.min_input_size}x{self.min_input_size}; got {shape}')
-
-
-def operator_pooling(init):
-    """Run a network's ``__init__`` inside ``global_pooling('operator')``: for networks whose
-    fused maps are small (ImageNet's 14x14 and 7x7), where oneDNN's pooling is the faster one
-    (see :class:`~openaff.fusion.core.GlobalAvgPool`)."""
-    from ..fusion.core import global_pooling
-
-    @functools.wraps(init)
-    def wrapped(*args, **kwargs):
-        with global_pooling('operator'):
-            init(*args, **kwargs)
-    return wrapped
 
 
 def stage_fusion(askc_type, stage_index, start_layer):

@@ -6,7 +6,8 @@ from mxnet.gluon import nn
 from mxnet.gluon.nn import BatchNorm
 
 from ..blocks import AFFBottleneck, AFFResNeXtBlock
-from ._common import FusionNetwork, check_numbers, deep_stem_layers, operator_pooling, stage_fusion
+from ..fusion.core import use_global_pooling
+from ._common import FusionNetwork, check_numbers, deep_stem_layers, stage_fusion
 
 __all__ = ['AFFResNet', 'AFFResNeXt']
 
@@ -42,7 +43,6 @@ class AFFResNet(FusionNetwork):
 
     min_input_size = 32  # stem, max pool and three strided stages: 2 ** 5
 
-    @operator_pooling
     def __init__(self, askc_type, start_layer, layers, classes=1000, dilated=False,
                  norm_layer=BatchNorm, norm_kwargs=None, last_gamma=False, deep_stem=True,
                  stem_width=32, avg_down=True, final_drop=0.0, use_global_stats=False,
@@ -76,6 +76,7 @@ class AFFResNet(FusionNetwork):
             self.flat = nn.Flatten()
             self.drop = nn.Dropout(final_drop) if final_drop > 0.0 else None
             self.fc = nn.Dense(in_units=512 * AFFBottleneck.expansion, units=classes)
+        use_global_pooling(self, 'operator')  # 14x14 and 7x7 maps: oneDNN pools them faster
 
     def _shortcut(self, stage_index, planes, strides, dilation, avg_down, norm_layer):
         out_channels = planes * AFFBottleneck.expansion
@@ -104,11 +105,10 @@ class AFFResNet(FusionNetwork):
             # the first block of a dilated stage keeps the previous stage's dilation, as in
             # GluonCV's ResNetV1b
             layers.add(AFFBottleneck(askc_type, planes, strides, dilation=max(1, dilation // 2),
-                                     downsample=downsample, previous_dilation=dilation, **common))
+                                     downsample=downsample, **common))
             self.inplanes = planes * AFFBottleneck.expansion
             for _ in range(1, blocks):
-                layers.add(AFFBottleneck(askc_type, planes, dilation=dilation,
-                                         previous_dilation=dilation, **common))
+                layers.add(AFFBottleneck(askc_type, planes, dilation=dilation, **common))
         return layers
 
     def hybrid_forward(self, F, x):
@@ -131,7 +131,6 @@ class AFFResNeXt(FusionNetwork):
 
     min_input_size = 32  # stem, max pool and three strided stages: 2 ** 5
 
-    @operator_pooling
     def __init__(self, askc_type, start_layer, layers, cardinality, bottleneck_width,
                  classes=1000, last_gamma=True, use_se=False, deep_stem=True, avg_down=True,
                  stem_width=64, norm_layer=BatchNorm, norm_kwargs=None, r=16, **kwargs):
@@ -167,6 +166,7 @@ class AFFResNeXt(FusionNetwork):
                 channels *= 2
             self.features.add(nn.GlobalAvgPool2D())
             self.output = nn.Dense(classes)
+        use_global_pooling(self, 'operator')  # 14x14 and 7x7 maps: oneDNN pools them faster
 
     def hybrid_forward(self, F, x):
         return self.output(self.features(x))
