@@ -296,7 +296,7 @@ def test_killed_worker_stops_a_launched_dist_sync_job(tmp_path):
         tmp_path, (sys.executable, '-m', 'openaff.cli.launch', '-n', '2', '-s', '1', '--grace',
                    '5', '--'), 'dist_sync')
     assert code != 0
-    assert re.search(r'openaff\.launch: error: worker \d .*SIGKILL', output), output[-2000:]
+    assert re.search(r'openaff-launch: error: worker \d .*SIGKILL', output), output[-2000:]
     assert seconds < 60
     assert not worker_pids(tmp_path)
 

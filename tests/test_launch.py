@@ -141,7 +141,7 @@ def test_workers_get_the_dmlc_environment(tmp_path):
     rc, err, seconds = run_launcher(['-n', '2', '-s', '1', '--grace', '2', '--',
                                      PY, '-c', ENV_WORKER, str(tmp_path)])
     assert rc == 0, err
-    assert 'openaff.cli.launch' not in err
+    assert 'openaff-launch:' not in err
     found = records(tmp_path)
     assert len(found) == 2
     for record in found:
@@ -207,7 +207,7 @@ def test_failing_worker_stops_the_job(tmp_path):
     rc, err, seconds = run_launcher(['-n', '2', '--grace', '2', '--',
                                      PY, '-c', FAILING_WORKER, str(tmp_path)])
     assert rc == 3
-    lines = [line for line in err.splitlines() if line.startswith('openaff.cli.launch')]
+    lines = [line for line in err.splitlines() if line.startswith('openaff-launch')]
     assert len(lines) == 1, err
     assert 'error: worker' in lines[0] and 'exited with status 3' in lines[0]
     assert 'stopping the 3 other processes' in lines[0]
@@ -237,7 +237,7 @@ def test_killed_worker_stops_a_waiting_job(tmp_path):
     rc, err, seconds = run_launcher(['-n', '2', '--grace', '2', '--',
                                      PY, '-c', KILLED_WORKER, str(tmp_path)])
     assert rc == 1
-    lines = [line for line in err.splitlines() if line.startswith('openaff.cli.launch')]
+    lines = [line for line in err.splitlines() if line.startswith('openaff-launch')]
     assert len(lines) == 1, err
     killed = json.loads((tmp_path / 'rank1').read_text())
     assert f'(pid {killed}, localhost) was killed by SIGKILL' in lines[0]

@@ -190,7 +190,7 @@ def evaluate_checkpoint(name_or_path, data=None, precise_bn_batches=0, ctx=None)
     net.hybridize(static_alloc=True)
     statistics = 'running statistics stored in the checkpoint'
     if precise_bn_batches:
-        precise_bn(net, train, num_batches=precise_bn_batches, ctx=ctx)
+        precise_bn(net, train, num_batches=precise_bn_batches, ctx=contexts)
         statistics = f'precise BN over {precise_bn_batches} training batches'
     if data.dtype != 'float32':
         net.cast(data.dtype)

@@ -47,7 +47,7 @@ import time
 __all__ = ['Process', 'Job', 'read_hostfile', 'assign_hosts', 'build_processes',
            'local_placements']
 
-PROG = 'openaff.cli.launch'
+PROG = 'openaff-launch'
 DEFAULT_SSH = 'ssh -o BatchMode=yes -o StrictHostKeyChecking=no'
 PS_COMMAND = [sys.executable, '-c', 'import mxnet']
 # A server unpickles the optimizer a dist_async worker sends, learning-rate schedule included,
