@@ -12,11 +12,12 @@ import numpy as np
 
 from .data.canvases import CANVAS_CLASSES
 from .fpn import FPNSegmentation
-from .models import CIFARAFFResNet
+from .models import CIFARAFFResNet, register_network
 
 __all__ = ['segmentation_network', 'confusion', 'mean_iou']
 
 
+@register_network(task='segmentation')
 def segmentation_network(merge='AFF', classes=CANVAS_CLASSES, blocks=1, channel_times=1,
                          width=32, askc_type='ASKCFuse'):
     """An :class:`FPNSegmentation` over the stages of a CIFAR AFF-ResNet (``askc_type`` in

@@ -85,12 +85,18 @@ class Settings:
         return mx.gpu(self.device_id) if self.device == 'gpu' else mx.cpu(self.device_id)
 
     @property
+    def dataset(self):
+        """The registered dataset whose head width and input size a ``set`` measures with."""
+        from ..data import dataset_spec
+        return dataset_spec('cifar100' if self.set == 'cifar' else self.set)
+
+    @property
     def classes(self):
-        return 100 if self.set == 'cifar' else 1000
+        return self.dataset.classes
 
     @property
     def size(self):
-        return self.input_size or (32 if self.set == 'cifar' else 224)
+        return self.input_size or self.dataset.input_size
 
 
 def build(name, classes, ctx, dtype):
@@ -98,8 +104,9 @@ def build(name, classes, ctx, dtype):
     zoo network with another ``askc_type``)."""
     name, _, fusion = name.partition('/')
     if gluoncv_name(name):
-        from gluoncv.model_zoo import get_model
-        net = get_model(gluoncv_name(name), classes=classes)
+        from ..models import resolve_network
+        builder, kwargs = resolve_network(name, classes)
+        net = builder(**kwargs)
     else:
         from ..zoo import get_model
         net = get_model(name, classes=classes, **({'askc_type': fusion} if fusion else {}))

@@ -76,10 +76,11 @@ def run_summary(record, seed, command):
 
 def costs(record, speed_batch=64, repeats=5):
     """Parameters, FLOPs and images/s of the network a run's checkpoint record describes."""
-    from ..models import build_network
+    from ..models import resolve_network
     from .summary import summarize
     spec = record['net']
-    net = build_network(spec['class'], spec['kwargs'])
+    builder, kwargs = resolve_network(spec)
+    net = builder(**kwargs)
     classes = spec['kwargs'].get('classes') or HEAD_CLASSES[record['dataset']]
     size = record.get('input_size', 32)
     net.initialize(mx.init.Xavier())

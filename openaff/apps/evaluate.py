@@ -89,12 +89,15 @@ def resolve(name_or_path):
     if record is None:
         raise ValueError(f'cannot tell the architecture of {path}: give a zoo name, a released '
                          f'file, or keep the training run\'s *-checkpoint.json beside it')
-    if 'class' not in record.get('net', {}):
+    from ..models.registry import network_task, record_name
+    net_class = record_name(record['net'])
+    task = network_task(net_class)
+    if task != 'classification':
         raise ValueError(f'{path} is a {record.get("dataset", "non-classification")} '
-                         f'segmentation run: this command scores classifiers (the run\'s '
-                         f'checkpoint record holds its held-out mean IoU per epoch)')
+                         f'{task} run: this command scores classifiers (the run\'s '
+                         f'checkpoint record holds its held-out scores per epoch)')
     accuracy = _logged_accuracy(record, path)
-    return Target(record['net']['class'], record['net']['kwargs'], path, record['dataset'],
+    return Target(net_class, record['net']['kwargs'], path, record['dataset'],
                   record.get('labels', 'fine'), record.get('input_size', 32),
                   reference=f'logged by training: val={accuracy:.6f} '
                             f'(BN: {record.get("bn_statistics", "running statistics")})',
@@ -102,12 +105,13 @@ def resolve(name_or_path):
 
 
 def build(target, ctx):
-    from ..models import build_network
+    from ..models import resolve_network
     from ..store import load_checkpoint
     from ..zoo import get_model
     if target.zoo_name:
         return get_model(target.zoo_name, pretrained=target.params, ctx=ctx)
-    net = build_network(target.net_class, target.kwargs)
+    builder, kwargs = resolve_network({'class': target.net_class, 'kwargs': target.kwargs})
+    net = builder(**kwargs)
     load_checkpoint(net, target.params, ctx=ctx)
     return net
 
@@ -131,7 +135,7 @@ def val_loader(data, target, with_train=True):
     read (training is ``None``), so evaluating needs no training files."""
     from mxnet import gluon
 
-    from ..data import cifar, digits, imagenet
+    from ..data import imagenet
     dataset = data.dataset or target.dataset
     if dataset == 'imagenet':
         size = data.input_size or target.input_size
@@ -151,16 +155,13 @@ def val_loader(data, target, with_train=True):
         if not with_train:
             return None, imagenet.folder_val_loader(root, data.batch_size, size)
         return imagenet.folder_loaders(root, data.batch_size, size)
-    splits = (True, False) if with_train else (False,)
-    if dataset == 'digits':
-        sets = [digits.Digits(train=t).transform_first(digits.digits_transforms(False))
-                for t in splits]
-    else:
-        sets = [cifar.CIFAR(dataset, data.data_dir, train=t, labels=data.labels or target.labels)
-                .transform_first(cifar.cifar_transforms(False)) for t in splits]
-    loaders = [gluon.data.DataLoader(s, batch_size=data.batch_size, shuffle=False) for s in sets]
-    return tuple(loaders) if with_train else (None, loaders[0])
-
+    from ..data import SplitOptions, dataset_spec
+    train, val = dataset_spec(dataset).splits(SplitOptions(
+        data_dir=data.data_dir, labels=data.labels or target.labels,
+        input_size=data.input_size or target.input_size, with_train=with_train))
+    return tuple(None if split is None else
+                 gluon.data.DataLoader(split, batch_size=data.batch_size, shuffle=False)
+                 for split in (train, val))
 
 def check_dtype(dtype, contexts):
     """``ValueError`` for a precision the devices cannot evaluate in: MXNet 1.9.1 has no

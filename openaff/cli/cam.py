@@ -57,12 +57,9 @@ def _load_image(path):
 
 def _normalisation(dataset):
     """(mean, std) of a training checkpoint's dataset."""
-    from ..data.cifar import CIFAR_MEAN, CIFAR_STD
-    from ..data.digits import DIGITS_MEAN, DIGITS_STD
-    from ..data.imagenet import IMAGENET_MEAN, IMAGENET_STD
-    return {'digits': (DIGITS_MEAN, DIGITS_STD),
-            'imagenet': (IMAGENET_MEAN, IMAGENET_STD)}.get(dataset, (CIFAR_MEAN, CIFAR_STD))
-
+    from ..data import dataset_spec
+    spec = dataset_spec(dataset)
+    return spec.mean, spec.std
 
 def _main_network(opt):
     """(net, dataset, mean, std, input size) of a zoo name or a training checkpoint."""
@@ -83,19 +80,20 @@ def _main_network(opt):
 def _baseline(opt, classes):
     import mxnet as mx
 
-    from ..models.external import gluoncv_name
+    from ..models import resolve_network
+    from ..models.external import check_gluoncv_name, gluoncv_name
     name = gluoncv_name(opt.compare)
     if not name:
         raise ValueError(f'--compare takes gluoncv:NAME, got {opt.compare!r}')
-    from gluoncv.model_zoo import get_model as gluoncv_model
-    from gluoncv.model_zoo import get_model_list
-    if name.lower() not in get_model_list():
-        raise ValueError(f'--compare {opt.compare}: not a GluonCV model-zoo name')
-    baseline = gluoncv_model(name, pretrained=bool(opt.pretrained), classes=classes)
+    try:
+        check_gluoncv_name(name)
+    except ValueError:
+        raise ValueError(f'--compare {opt.compare}: not a GluonCV model-zoo name') from None
+    builder, kwargs = resolve_network(opt.compare, classes, pretrained=bool(opt.pretrained))
+    baseline = builder(**kwargs)
     if not opt.pretrained:
         baseline.initialize(mx.init.Xavier())
     return baseline
-
 
 def main(argv=None):
     import mxnet as mx

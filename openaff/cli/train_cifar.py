@@ -9,7 +9,7 @@ import mxnet as mx
 from mxnet import gluon
 
 from ..batchnorm import set_bn_momentum
-from ..data import HEAD_CLASSES
+from ..data import dataset_spec
 from ..engine import decay_epochs
 from ..models import CIFARAFFResNet, CIFARAFFResNeXt, CIFARInception
 from ..models.external import gluoncv_name, gluoncv_spec
@@ -168,18 +168,11 @@ def net_spec(opt, classes):
 
 def datasets(opt):
     """(train dataset, val dataset, classes) with transforms applied to the images."""
-    from ..data import cifar, digits
-    if opt.dataset == 'digits':
-        train, val = digits.Digits(train=True), digits.Digits(train=False)
-        t_train = digits.digits_transforms(True, opt.auto_aug)
-        t_val = digits.digits_transforms(False)
-    else:
-        labels = opt.labels if opt.dataset == 'cifar100' else 'fine'
-        train = cifar.CIFAR(opt.dataset, opt.data_dir, train=True, labels=labels)
-        val = cifar.CIFAR(opt.dataset, opt.data_dir, train=False, labels=labels)
-        t_train, t_val = cifar.cifar_transforms(True, opt.auto_aug), cifar.cifar_transforms(False)
-    return train.transform_first(t_train), val.transform_first(t_val), HEAD_CLASSES[opt.dataset]
-
+    from ..data import SplitOptions, dataset_spec
+    spec = dataset_spec(opt.dataset)
+    train, val = spec.splits(SplitOptions(data_dir=opt.data_dir, labels=opt.labels,
+                                          augment=True, auto_aug=opt.auto_aug))
+    return train, val, spec.classes
 
 def loaders(opt, batch_size, cluster=None):
     """Training and validation loaders of this worker's shard (all of it in one process)."""
@@ -232,7 +225,7 @@ def prepare(opt, net, contexts):
 
 COMMAND = TrainingCommand(
     parse=parse_options,
-    network=lambda opt: net_spec(opt, HEAD_CLASSES[opt.dataset]),
+    network=lambda opt: net_spec(opt, dataset_spec(opt.dataset).classes),
     recipe=recipe_of,
     check_outputs=check_outputs,
     loaders=loaders,

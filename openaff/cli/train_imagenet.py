@@ -132,8 +132,12 @@ def recipe_of(opt, seed, lr=None):
 def teacher_of(opt, contexts):
     if opt.teacher is None or opt.hard_weight >= 1.0:
         return None
-    from gluoncv.model_zoo import get_model as gluoncv_model
-    teacher = gluoncv_model(opt.teacher, pretrained=True, classes=opt.classes, ctx=contexts)
+    from ..models import resolve_network
+    from ..models.external import GLUONCV_PREFIX, gluoncv_name
+    # --teacher takes a bare GluonCV name, as the original script did
+    entry = opt.teacher if gluoncv_name(opt.teacher) else GLUONCV_PREFIX + opt.teacher
+    builder, kwargs = resolve_network(entry, opt.classes, pretrained=True, ctx=contexts)
+    teacher = builder(**kwargs)
     teacher.cast(opt.dtype)
     teacher.hybridize(static_alloc=True, static_shape=True)
     return teacher

@@ -18,6 +18,7 @@ from mxnet.gluon.data import Dataset, vision
 from mxnet.gluon.data.vision import transforms
 
 from .errors import DatasetError, DatasetNotFoundError
+from .registry import DatasetSpec, register_dataset
 
 __all__ = ['CIFAR', 'CIFAR_MEAN', 'CIFAR_STD', 'CIFAR_URL', 'cifar_transforms', 'load_cifar',
            'write_cifar']
@@ -378,3 +379,22 @@ def _write_tar(path, folder, files):
             info.size = len(blob)
             tar.addfile(info, io.BytesIO(blob))
     return path
+
+
+def _cifar_splits(name):
+    def splits(options):
+        labels = options.labels if name == 'cifar100' else 'fine'
+        val = CIFAR(name, options.data_dir, train=False, labels=labels) \
+            .transform_first(cifar_transforms(False))
+        if not options.with_train:
+            return None, val
+        train = CIFAR(name, options.data_dir, train=True, labels=labels) \
+            .transform_first(cifar_transforms(options.augment, options.auto_aug))
+        return train, val
+    return splits
+
+for _name in ('cifar10', 'cifar100'):
+    # the fine labels set the head width: the released superclass networks kept 100 outputs
+    register_dataset(DatasetSpec(
+        _name, _NUM_CLASSES[_name, 'fine'], CIFAR_MEAN, CIFAR_STD, 32, _cifar_splits(_name),
+        labels=tuple(labels for name, labels in _NUM_CLASSES if name == _name)))

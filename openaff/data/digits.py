@@ -12,6 +12,8 @@ import numpy as np
 from mxnet.gluon.data import Dataset
 from PIL import Image
 
+from .registry import DatasetSpec, register_dataset
+
 __all__ = ['DIGITS_MEAN', 'DIGITS_STD', 'DIGITS_TEST_SIZE', 'Digits', 'digits_transforms',
            'load_digits_split']
 
@@ -20,6 +22,7 @@ DIGITS_TEST_SIZE = 450
 # are copies); tests recompute them from the data.
 DIGITS_MEAN = (0.3055, 0.3055, 0.3055)
 DIGITS_STD = (0.3234, 0.3234, 0.3234)
+DIGITS_CLASSES = 10
 
 
 def load_digits_split(train=True, size=32):
@@ -89,7 +92,7 @@ class Digits(Dataset):
         super().__init__()
         self.images, self.targets = load_digits_split(train, size)
         self.train = train
-        self.num_classes = self.classes = 10
+        self.num_classes = self.classes = DIGITS_CLASSES
 
     def __len__(self):
         return len(self.targets)
@@ -103,3 +106,15 @@ def digits_transforms(train, auto_aug=False):
     normalisation and without flips (digits are not mirror-symmetric)."""
     from .cifar import cifar_transforms
     return cifar_transforms(train, auto_aug, DIGITS_MEAN, DIGITS_STD, flip=False)
+
+
+def _digits_splits(options):
+    val = Digits(train=False).transform_first(digits_transforms(False))
+    if not options.with_train:
+        return None, val
+    return Digits(train=True).transform_first(digits_transforms(options.augment,
+                                                                options.auto_aug)), val
+
+
+register_dataset(DatasetSpec('digits', DIGITS_CLASSES, DIGITS_MEAN, DIGITS_STD, 32,
+                             _digits_splits))

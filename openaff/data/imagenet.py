@@ -16,6 +16,7 @@ from mxnet.gluon.data import DataLoader, Dataset
 from mxnet.gluon.data.vision import transforms
 
 from .errors import DatasetError, DatasetNotFoundError, UnreadableImageError
+from .registry import DatasetSpec, register_dataset
 from .sampler import ShardSampler
 
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'ImageFolder', 'RecordLoader', 'ShardSampler',
@@ -446,3 +447,22 @@ def make_rec(prefix, images, labels, quality=90):
     finally:
         record.close()
     return rec_path, idx_path
+
+
+def _imagenet_splits(options):
+    """Image-folder splits under ``options.data_dir`` (``train/<class>/*``, ``val/<class>/*``);
+    the record-file and synthetic readers stay with the loaders above."""
+    root = Path(os.path.expanduser(options.data_dir or '~/.mxnet/datasets/imagenet'))
+    size = options.input_size or 224
+    root = _split_folders(root, ('train', 'val') if options.with_train else ('val',))
+    classes = class_folders(root / 'train') if (root / 'train').is_dir() else None
+    val = _checked_split(root / 'val', classes).transform_first(imagenet_transforms(False, size))
+    if not options.with_train:
+        return None, val
+    train = _checked_split(root / 'train').transform_first(
+        imagenet_transforms(options.augment, size, auto_aug=options.auto_aug))
+    return train, val
+
+
+register_dataset(DatasetSpec('imagenet', 1000, IMAGENET_MEAN, IMAGENET_STD, 224,
+                             _imagenet_splits))

@@ -3,8 +3,16 @@ from .cifar import CIFARAFFResNet, CIFARAFFResNeXt
 from .external import gluoncv_net
 from .imagenet import AFFResNet, AFFResNeXt
 from .inception import CIFARInception
-from .registry import BUILDERS, build_network, builder_name
+from .registry import (
+    BUILDERS,
+    NETWORKS,
+    build_network,
+    builder_name,
+    register_network,
+    resolve_network,
+)
 
 __all__ = ['CIFARAFFResNet', 'CIFARAFFResNeXt', 'CIFARInception', 'AFFResNet', 'AFFResNeXt',
            'gluoncv_net',
-           'BUILDERS', 'build_network', 'builder_name']
+           'BUILDERS', 'NETWORKS', 'build_network', 'builder_name', 'register_network',
+           'resolve_network']

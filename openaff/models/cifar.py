@@ -16,10 +16,12 @@ from ._common import (
     stage_fusion,
     update_input_stats,
 )
+from .registry import register_network
 
 __all__ = ['CIFARAFFResNet', 'CIFARAFFResNeXt']
 
 
+@register_network
 class CIFARAFFResNet(FusionNetwork):
     """Pre-activation CIFAR ResNet with fusion in every block (AFF-ResNet-32 of the paper).
 
@@ -108,6 +110,7 @@ class CIFARAFFResNet(FusionNetwork):
         return self.output(self.features(x))
 
 
+@register_network
 class CIFARAFFResNeXt(FusionNetwork):
     """CIFAR ResNeXt (Xie et al., 2017) with fusion in every block (AFF-ResNeXt-38/47).
 

@@ -1,4 +1,5 @@
 """Networks from other model zoos, trained with exactly the same recipe as the AFF networks."""
+from .registry import register_network
 
 GLUONCV_PREFIX = 'gluoncv:'
 
@@ -14,13 +15,20 @@ def display_name(entry):
     return gluoncv_name(entry) or entry
 
 
+@register_network
 def gluoncv_net(name, classes, **kwargs):
     """An uninitialised GluonCV model-zoo network (``cifar_resnet56_v2``, ``resnet50_v1d``...)."""
-    from gluoncv.model_zoo import get_model, get_model_list
-    if name not in get_model_list():
+    from gluoncv.model_zoo import get_model
+    check_gluoncv_name(name)
+    return get_model(name, classes=classes, **kwargs)
+
+
+def check_gluoncv_name(name):
+    """``ValueError`` unless ``name`` is in GluonCV's model zoo (which lowercases names)."""
+    from gluoncv.model_zoo import get_model_list
+    if name.lower() not in get_model_list():
         raise ValueError(f'unknown GluonCV model {name!r}; gluoncv.model_zoo.get_model_list() '
                          f'lists the valid names')
-    return get_model(name, classes=classes, **kwargs)
 
 
 def gluoncv_spec(model, classes):

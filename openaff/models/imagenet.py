@@ -8,10 +8,12 @@ from mxnet.gluon.nn import BatchNorm
 from ..blocks import AFFBottleneck, AFFResNeXtBlock
 from ..fusion.core import use_global_pooling
 from ._common import FusionNetwork, check_numbers, deep_stem_layers, stage_fusion
+from .registry import register_network
 
 __all__ = ['AFFResNet', 'AFFResNeXt']
 
 
+@register_network
 class AFFResNet(FusionNetwork):
     """ResNet-v1b/-D with fusion in the bottlenecks (AFF-ResNet-50, iAFF-ResNet-50).
 
@@ -120,6 +122,7 @@ class AFFResNet(FusionNetwork):
         return self.fc(x)
 
 
+@register_network
 class AFFResNeXt(FusionNetwork):
     """ResNeXt with fusion in every block (AFF-ResNeXt-50-32x4d, iAFF-ResNeXt-50-32x4d).
 

@@ -23,6 +23,7 @@ from ..fusion import MultiAFF, resolve_fusion_name
 from ..fusion.core import GlobalAvgPool
 from ..fusion.graphs import portable
 from ._common import FusionNetwork, check_numbers
+from .registry import register_network
 
 __all__ = ['CIFARInception', 'InceptionModule', 'INCEPTION_MERGES']
 
@@ -100,6 +101,7 @@ class InceptionModule(nn.HybridBlock):
         return F.relu(merged + shortcut)
 
 
+@register_network
 class CIFARInception(FusionNetwork):
     """A CIFAR network of :class:`InceptionModule` stages (AFF-Inception of the paper's
     same-layer scenario).
