@@ -5,6 +5,8 @@ from __future__ import annotations
 import inspect
 import numbers
 
+from mxnet.gluon import HybridBlock
+
 FUSIONS = {}   # class name -> class
 ALIASES = {}   # askc_type string or paper name -> class name
 
@@ -23,7 +25,7 @@ def register(*aliases):
     return add
 
 
-def list_fusions(include_aliases=False):
+def list_fusions(include_aliases: bool = False) -> list[str]:
     """Names accepted by :func:`get_fusion` (class names, plus ``askc_type`` strings and paper
     names when ``include_aliases``)."""
     return sorted(FUSIONS) + (sorted(ALIASES) if include_aliases else [])
@@ -44,7 +46,7 @@ def resolve_fusion_name(name):
     raise ValueError(f'unknown fusion {name!r}; valid names: {", ".join(list_fusions(True))}')
 
 
-def get_fusion(name, channels=64, r=None, **kwargs):
+def get_fusion(name: str, channels: int = 64, r: int | None = None, **kwargs) -> HybridBlock:
     """Build a fusion block by name, e.g. ``get_fusion('AFF', 256, r=16)``.
 
     ``name`` is an original class name (``'ASKCFuse'``), an original ``askc_type`` string
