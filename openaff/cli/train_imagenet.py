@@ -133,10 +133,10 @@ def teacher_of(opt, contexts):
     if opt.teacher is None or opt.hard_weight >= 1.0:
         return None
     from ..models import resolve_network
-    from ..models.external import GLUONCV_PREFIX, gluoncv_name
+    from ..models.registry import gluoncv_entry
     # --teacher takes a bare GluonCV name, as the original script did
-    entry = opt.teacher if gluoncv_name(opt.teacher) else GLUONCV_PREFIX + opt.teacher
-    builder, kwargs = resolve_network(entry, opt.classes, pretrained=True, ctx=contexts)
+    builder, kwargs = resolve_network(gluoncv_entry(opt.teacher), opt.classes, pretrained=True,
+                                      ctx=contexts)
     teacher = builder(**kwargs)
     teacher.cast(opt.dtype)
     teacher.hybridize(static_alloc=True, static_shape=True)

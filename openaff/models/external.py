@@ -1,18 +1,8 @@
 """Networks from other model zoos, trained with exactly the same recipe as the AFF networks."""
-from .registry import register_network
+from .registry import display_name, gluoncv_entry, gluoncv_name, register_network
 
-GLUONCV_PREFIX = 'gluoncv:'
-
-
-def gluoncv_name(entry):
-    """The GluonCV model-zoo name of an entry written ``gluoncv:NAME``, else None: the one
-    place that reads the prefix."""
-    return entry[len(GLUONCV_PREFIX):] if entry.startswith(GLUONCV_PREFIX) else None
-
-
-def display_name(entry):
-    """An entry as a figure labels it: ``gluoncv:resnet50_v1d`` -> ``resnet50_v1d``."""
-    return gluoncv_name(entry) or entry
+__all__ = ['gluoncv_net', 'gluoncv_spec', 'check_gluoncv_name', 'gluoncv_name', 'gluoncv_entry',
+           'display_name']
 
 
 @register_network

@@ -6,8 +6,28 @@ from __future__ import annotations
 
 import importlib
 
+GLUONCV_PREFIX = 'gluoncv:'
+
+
+def gluoncv_name(entry):
+    """The GluonCV model-zoo name of an entry written ``gluoncv:NAME``, else None: the one
+    place that reads the prefix."""
+    return entry[len(GLUONCV_PREFIX):] if entry.startswith(GLUONCV_PREFIX) else None
+
+
+def gluoncv_entry(name):
+    """``NAME`` as an entry the resolver reads as GluonCV's (a ``gluoncv:NAME`` stays)."""
+    return name if gluoncv_name(name) else GLUONCV_PREFIX + name
+
+
+def display_name(entry):
+    """An entry as a figure labels it: ``gluoncv:resnet50_v1d`` -> ``resnet50_v1d``."""
+    return gluoncv_name(entry) or entry
+
+
 __all__ = ['NETWORKS', 'BUILDERS', 'register_network', 'network_task', 'builder_name',
-           'record_name', 'resolve_network', 'build_network']
+           'record_name', 'resolve_network', 'build_network', 'GLUONCV_PREFIX', 'gluoncv_name',
+           'gluoncv_entry', 'display_name']
 
 NETWORKS: dict = {}
 BUILDERS = NETWORKS  # the name the first checkpoints' readers imported
@@ -80,7 +100,6 @@ def resolve_network(entry, classes=None, **kwargs):
     model-zoo network with ``classes`` outputs) or a registered builder's name. ``kwargs``
     are added to (and override) the recorded arguments, e.g. ``pretrained=True`` for a
     GluonCV network."""
-    from .external import gluoncv_name  # external registers gluoncv_net through this module
     if isinstance(entry, dict):
         return _lookup(record_name(entry)), {**entry.get('kwargs', {}), **kwargs}
     if not isinstance(entry, str):
@@ -97,7 +116,6 @@ def build_network(name, kwargs=None, **overrides):
     """The network a registered builder name (or a checkpoint record, or ``gluoncv:NAME``)
     describes, uninitialised; an unknown name is a ``ValueError`` listing the registered
     ones."""
-    from .external import gluoncv_name
     if isinstance(name, str) and gluoncv_name(name) is None:
         builder = _lookup(name)
         return builder(**{**(kwargs or {}), **overrides})
