@@ -102,7 +102,7 @@ def test_the_pixel_loss_is_gluons_cross_entropy_with_object_pixels_weighted():
     scores = mx.nd.random.normal(shape=(2, 4, 5, 6))
     labels = mx.nd.array(np.random.RandomState(0).randint(0, 4, size=(2, 5, 6)))
     _, targets = task.targets(scores, labels, 1.0, 0.0)
-    got = task.loss_fn()(scores, targets).asnumpy()
+    got = task.loss(scores, targets).asnumpy()
     weights = 1 + 2.0 * (labels > 0)
     expected = mx.gluon.loss.SoftmaxCrossEntropyLoss(axis=1)(
         scores, labels, weights.expand_dims(1)).asnumpy()

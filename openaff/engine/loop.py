@@ -25,7 +25,7 @@ from .recipe import Recipe, recipe_record
 from .reporting import CifarReport
 from .schedule import make_lr_scheduler
 from .targets import draw_mixup_lambda, new_rng
-from .tasks import Classification, _split, evaluate
+from .tasks import Classification, Distillation, _split, evaluate
 
 __all__ = ['Recipe', 'Engine', 'TrainingDiverged', 'evaluate', 'seed_everything',
            'setup_logging']
@@ -92,7 +92,9 @@ class Engine:
                                  self.cluster.describe())
         self.train_data, self.val_data, self.classes = train_data, val_data, classes
         self.task = task or Classification(classes)  # see openaff.engine.tasks
-        self.model_name, self.teacher, self.compare_log = model_name, teacher, compare_log
+        if teacher is not None:
+            self.task = Distillation(self.task, teacher, recipe.temperature, recipe.hard_weight)
+        self.model_name, self.compare_log = model_name, compare_log
         chief = self.cluster.is_chief
         self.plot_path = os.path.join(plot_dir, f'{model_name}_history.png') \
             if plot_dir and chief else None
@@ -101,12 +103,6 @@ class Engine:
         self.history, self.best = History(), None
         self.run_info = dict(run_info or {})
         self.trainer = self._make_trainer()
-        if teacher is not None:
-            from gluoncv.loss import DistillationSoftmaxCrossEntropyLoss
-            self.loss_fn = DistillationSoftmaxCrossEntropyLoss(
-                temperature=recipe.temperature, hard_weight=recipe.hard_weight, sparse_label=False)
-        else:
-            self.loss_fn = self.task.loss_fn()
 
     # ------------------------------------------------------------------ set-up
     def _make_trainer(self):
@@ -162,13 +158,8 @@ class Engine:
         with autograd.record():
             for x, target in zip(data, targets):
                 out = self.net(x).astype('float32')
-                if self.teacher is not None:
-                    soft = mx.nd.softmax(self.teacher(x).astype('float32') / recipe.temperature)
-                    loss = self.loss_fn(out, target, soft)
-                else:
-                    loss = self.loss_fn(out, target)
                 outputs.append(out)
-                losses.append(loss)
+                losses.append(self.task.loss(out, target, x))
             if recipe.amp:  # the scaling has to be recorded too
                 from mxnet.contrib import amp
                 with amp.scale_loss(losses, self.trainer) as scaled:

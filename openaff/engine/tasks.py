@@ -13,7 +13,7 @@ from mxnet import gluon
 
 from .targets import mixup_batch, soft_targets
 
-__all__ = ['Classification', 'Segmentation', 'evaluate']
+__all__ = ['Classification', 'Distillation', 'Segmentation', 'evaluate']
 
 
 def _split(batch, contexts):
@@ -121,18 +121,48 @@ class Classification:
 
     def __init__(self, classes):
         self.classes = classes
+        self._loss = gluon.loss.SoftmaxCrossEntropyLoss(sparse_label=False)
 
     def targets(self, data, labels, lam, eta):
         return mixup_batch(data, labels, self.classes, lam, eta)
 
-    def loss_fn(self):
-        return gluon.loss.SoftmaxCrossEntropyLoss(sparse_label=False)
+    def loss(self, out, target, data=None):
+        """The per-sample loss of outputs ``out`` (float32) against soft ``target``; ``data``,
+        the network's input, is for tasks that look at it again (distillation)."""
+        return self._loss(out, target)
 
     def new_stats(self):
         return EpochStats()
 
     def evaluate(self, net, loader, contexts, dtype, cluster, beat):
         return evaluate(net, loader, contexts, dtype, cluster, beat)
+
+
+class Distillation:
+    """Knowledge distillation (Hinton et al., 2015) around a classification ``task``: the
+    ``teacher``'s softmax at ``temperature`` is the soft target of GluonCV's
+    ``DistillationSoftmaxCrossEntropyLoss``, which weighs the task's own targets by
+    ``hard_weight``. Targets, statistics and the held-out score are the task's."""
+
+    def __init__(self, task, teacher, temperature, hard_weight):
+        from gluoncv.loss import DistillationSoftmaxCrossEntropyLoss
+        self.task, self.teacher, self.temperature = task, teacher, temperature
+        self.classes = task.classes
+        self._loss = DistillationSoftmaxCrossEntropyLoss(
+            temperature=temperature, hard_weight=hard_weight, sparse_label=False)
+
+    def targets(self, data, labels, lam, eta):
+        return self.task.targets(data, labels, lam, eta)
+
+    def loss(self, out, target, data=None):
+        soft = mx.nd.softmax(self.teacher(data).astype('float32') / self.temperature)
+        return self._loss(out, target, soft)
+
+    def new_stats(self):
+        return self.task.new_stats()
+
+    def evaluate(self, net, loader, contexts, dtype, cluster, beat):
+        return self.task.evaluate(net, loader, contexts, dtype, cluster, beat)
 
 
 class WeightedPixelCrossEntropy(gluon.loss.Loss):
@@ -159,14 +189,15 @@ class Segmentation:
     def __init__(self, classes, foreground_weight=5.0):
         self.classes = classes
         self.foreground_weight = foreground_weight
+        self._loss = WeightedPixelCrossEntropy(foreground_weight)
 
     def targets(self, data, labels, lam, eta):
         if lam != 1:
             raise ValueError('mixup does not apply to segmentation')
         return data, soft_targets(labels, self.classes, eta).transpose((0, 3, 1, 2))
 
-    def loss_fn(self):
-        return WeightedPixelCrossEntropy(self.foreground_weight)
+    def loss(self, out, target, data=None):
+        return self._loss(out, target)
 
     def new_stats(self):
         return EpochStats()
