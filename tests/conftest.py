@@ -161,3 +161,17 @@ def save_as_training_run(net, folder, dataset='imagenet', input_size=32):
         'net': {'class': builder_name(type(net)), 'kwargs': net.model_info.args},
         'history': [{'epoch': 0, 'val_acc': 0.5}]}))
     return params
+
+
+def classifier_engine(net, recipe, contexts, train, val, classes, name, save_dir, cluster=None,
+                      teacher=None):
+    """An :class:`~openaff.engine.Engine` that trains ``net`` as ``train_cifar.py`` does
+    (classification, the CIFAR log), distilled from ``teacher`` when one is given."""
+    from openaff.engine import Engine, Outputs
+    from openaff.engine.reporting import CifarReport
+    from openaff.engine.tasks import Classification, Distillation
+    task = Classification(classes)
+    if teacher is not None:
+        task = Distillation(task, teacher, recipe.temperature, recipe.hard_weight)
+    return Engine(net, recipe, contexts, train, val, task, CifarReport(),
+                  Outputs(name, save_dir), cluster=cluster)

@@ -4,10 +4,11 @@ peer ranks hold the same gradients (real multi-rank runs: tests/test_layouts.py)
 import mxnet as mx
 import numpy as np
 import pytest
+from conftest import classifier_engine
 from mxnet import gluon
 
 from openaff.apps.launch import build_processes, local_placements
-from openaff.engine import Engine, Recipe
+from openaff.engine import Recipe
 from openaff.engine.distributed import (
     LOCAL_RANK_ENV,
     LOCAL_SIZE_ENV,
@@ -132,8 +133,8 @@ def small_net():
 
 
 def one_step(net, contexts, cluster, images, targets, tmp_path):
-    engine = Engine(net, Recipe(lr=0.5, momentum=0.9, wd=1e-3), contexts, [], [], 3, 'small',
-                    str(tmp_path), cluster=cluster)
+    engine = classifier_engine(net, Recipe(lr=0.5, momentum=0.9, wd=1e-3), contexts, [], [], 3,
+                               'small', str(tmp_path), cluster=cluster)
     data = gluon.utils.split_and_load(images, contexts)
     soft = gluon.utils.split_and_load(targets, contexts)
     engine.update(data, soft, images.shape[0])

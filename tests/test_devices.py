@@ -10,9 +10,9 @@ import sys
 import mxnet as mx
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, classifier_engine
 
-from openaff.engine import Engine, Recipe
+from openaff.engine import Recipe
 from openaff.engine.devices import (
     cpu_runs_bfloat16,
     default_devices,
@@ -66,9 +66,9 @@ def test_workers_of_one_host_share_its_gpus(monkeypatch):
 
 # ---------------------------------------------------------------- the engine
 def make_engine(tmp_path, net, recipe=None, teacher=None, train=None, val=None):
-    return Engine(net, recipe or Recipe(num_epochs=1, lr=0.05, seed=0), DEVICES,
-                  train if train is not None else batches(4), val or batches(2, seed=1), 4,
-                  'tiny', str(tmp_path), teacher=teacher)
+    return classifier_engine(net, recipe or Recipe(num_epochs=1, lr=0.05, seed=0), DEVICES,
+                             train if train is not None else batches(4),
+                             val or batches(2, seed=1), 4, 'tiny', str(tmp_path), teacher=teacher)
 
 
 def test_fit_checkpoints_on_devices_without_cpu0(tmp_path):
@@ -145,7 +145,9 @@ import mxnet as mx, numpy as np
 from mxnet import gluon
 from mxnet.contrib import amp
 amp.init(target_dtype='bfloat16')
-from openaff.engine import Engine, Recipe
+from openaff.engine import Engine, Outputs, Recipe
+from openaff.engine.reporting import CifarReport
+from openaff.engine.tasks import Classification
 devices = [mx.cpu(1), mx.cpu(2)]
 # element-wise layers only: AMP keeps them float32, so no bfloat16 kernel is needed and the
 # test runs on any CPU; what is checked is the loss scaler's skip with several devices
@@ -159,7 +161,8 @@ class Scale(gluon.HybridBlock):
         return F.broadcast_mul(x, w)
 net.add(Scale())
 net.initialize(ctx=devices)
-engine = Engine(net, Recipe(amp=True, lr=0.1, seed=0), devices, [], [], 4, 'amp', SAVE)
+engine = Engine(net, Recipe(amp=True, lr=0.1, seed=0), devices, [], [], Classification(4),
+                CifarReport(), Outputs('amp', SAVE))
 x = [mx.nd.ones((2, 4), ctx=c) for c in devices]
 t = [mx.nd.one_hot(mx.nd.array([0, 1], ctx=c), 4) for c in devices]
 scaler = engine.trainer._amp_loss_scaler

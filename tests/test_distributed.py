@@ -12,11 +12,11 @@ import time
 import mxnet as mx
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, classifier_engine
 from mxnet import autograd, gluon
 
 from openaff.batchnorm import use_sync_batchnorm
-from openaff.engine import Engine, Recipe
+from openaff.engine import Recipe
 from openaff.engine.devices import cpu_runs_bfloat16
 from openaff.engine.distributed import Cluster, DistributedError, Watchdog, import_horovod
 from openaff.models import CIFARAFFResNet
@@ -144,8 +144,8 @@ def test_float16_recipe_keeps_float32_master_weights(tmp_path):
     net = _Scale()
     net.initialize(mx.init.One())
     net.cast('float16')
-    engine = Engine(net, Recipe(dtype='float16', lr=0.5), [mx.cpu()], [], [], 4, 'fp16',
-                    save_dir=str(tmp_path))
+    engine = classifier_engine(net, Recipe(dtype='float16', lr=0.5), [mx.cpu()], [], [], 4,
+                               'fp16', str(tmp_path))
     assert engine.trainer._optimizer.multi_precision
     with autograd.record():
         loss = (net.scale.data() * mx.nd.ones((1, 4), dtype='float16')).astype('float32').sum()

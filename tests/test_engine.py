@@ -5,7 +5,7 @@ import re
 import mxnet as mx
 import numpy as np
 import pytest
-from conftest import SHARED
+from conftest import SHARED, classifier_engine
 
 from openaff.cli.plotlog import main as plotlog
 from openaff.engine import CheckpointManager, History, atomic_save, make_lr_scheduler, parse_log
@@ -186,7 +186,7 @@ def _tiny_net(classes=4):
 
 @pytest.mark.parametrize('contexts', [[mx.cpu(0)], [mx.cpu(0), mx.cpu(1)]], ids=['1ctx', '2ctx'])
 def test_engine_distills_from_a_teacher_on_several_devices(tmp_path, contexts):
-    from openaff.engine import Engine, Recipe
+    from openaff.engine import Recipe
     train, val = _tiny_loaders()
     teacher = _tiny_net()
     teacher.initialize(ctx=contexts)
@@ -194,7 +194,8 @@ def test_engine_distills_from_a_teacher_on_several_devices(tmp_path, contexts):
     net.initialize(mx.init.Xavier(), ctx=contexts)
     recipe = Recipe(num_epochs=2, lr=0.05, mixup=True, label_smoothing=True, no_wd=True,
                     warmup_epochs=1, lr_mode='cosine', seed=3, temperature=4, hard_weight=0.5)
-    engine = Engine(net, recipe, contexts, train, val, 4, 'tiny', str(tmp_path), teacher=teacher)
+    engine = classifier_engine(net, recipe, contexts, train, val, 4, 'tiny', str(tmp_path),
+                               teacher=teacher)
     for ctx in contexts:
         net(train[0][0].as_in_context(ctx))
     before = net.features[1].weight.data(contexts[0]).asnumpy().copy()

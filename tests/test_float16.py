@@ -16,14 +16,14 @@ import textwrap
 import mxnet as mx
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, classifier_engine
 from mxnet import autograd, gluon
 
 import openaff.batchnorm
 from openaff import get_model, list_models
 from openaff._gluon import batch_norms
 from openaff.batchnorm import precise_bn, use_sync_batchnorm
-from openaff.engine import Engine, Recipe
+from openaff.engine import Recipe
 from openaff.fusion.graphs import graph_target
 from openaff.models._common import update_input_stats
 
@@ -282,8 +282,8 @@ def test_engine_precise_bn_splits_each_batch_over_its_devices(tmp_path):
     net.initialize(mx.init.Xavier(), ctx=DEVICES)
     rng = np.random.RandomState(5)
     train = [(mx.nd.array(rng.normal(2, 3, (6, 3, 32, 32))), mx.nd.zeros(6)) for _ in range(3)]
-    engine = Engine(net, Recipe(precise_bn=2, seed=0), DEVICES, train, [], 10, 'split',
-                    str(tmp_path))
+    engine = classifier_engine(net, Recipe(precise_bn=2, seed=0), DEVICES, train, [], 10,
+                               'split', str(tmp_path))
     seen = []
     handle = net.features[0].register_forward_pre_hook(
         lambda block, inputs: seen.append((inputs[0].context, inputs[0].shape[0])))
@@ -307,8 +307,8 @@ def test_engine_precise_bn_of_a_float16_network_casts_on_each_device(tmp_path):
     rng = np.random.RandomState(6)
     train = [(mx.nd.array(rng.normal(300, 40, (64, 3, 32, 32))), mx.nd.zeros(64))
              for _ in range(2)]
-    engine = Engine(net, Recipe(precise_bn=2, dtype='float16', seed=0), DEVICES, train, [], 3,
-                    'half', str(tmp_path))
+    engine = classifier_engine(net, Recipe(precise_bn=2, dtype='float16', seed=0), DEVICES,
+                               train, [], 3, 'half', str(tmp_path))
     engine._refresh_bn()
     used = np.concatenate([data.asnumpy() for data, _ in train]).astype(np.float16)
     used = used.astype(np.float64)

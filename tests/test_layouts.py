@@ -103,9 +103,11 @@ def run_worker(kvstore, devices, init, out, steps=STEPS):
     """Train ``steps`` steps of one layout's worker from the weights in ``init``; writes
     ``out/rank<R>.npz`` (the first device's weights after every step) and ``rank<R>.json``
     (where it ran, and how far its device copies were apart)."""
-    from openaff.engine import Engine
+    from openaff.engine import Engine, Outputs
     from openaff.engine.devices import parse_devices
     from openaff.engine.distributed import Cluster
+    from openaff.engine.reporting import CifarReport
+    from openaff.engine.tasks import Classification
     cluster = Cluster.create(kvstore)
     contexts = cluster.contexts([mx.cpu()], parse_devices(devices) if devices else None)
     net = make_net()
@@ -118,8 +120,8 @@ def run_worker(kvstore, devices, init, out, steps=STEPS):
         # 0's weights only on its first step, after the first forward pass.
         mx.random.seed(1000 + cluster.rank)
         net.initialize(mx.init.Uniform(0.5), ctx=contexts)
-    engine = Engine(net, recipe(), contexts, [], [], CLASSES, 'layout', str(out),
-                    cluster=cluster)
+    engine = Engine(net, recipe(), contexts, [], [], Classification(CLASSES), CifarReport(),
+                    Outputs('layout', str(out)), cluster=cluster)
     cluster.broadcast_parameters(net)
     net.hybridize(static_alloc=True, static_shape=True)
     share = GLOBAL_BATCH // cluster.size

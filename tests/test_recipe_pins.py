@@ -10,6 +10,7 @@ import shutil
 import mxnet as mx
 import numpy as np
 import pytest
+from conftest import classifier_engine
 from mxnet import autograd
 from mxnet.gluon import nn
 
@@ -256,7 +257,7 @@ def test_cifar_step_decay_applies_from_the_first_update_of_its_epoch():
 
 # ---------------------------------------------------------------- resuming after an epoch
 def _tiny_run(save_dir, batches):
-    from openaff.engine import Engine, Recipe
+    from openaff.engine import Recipe
     from openaff.engine.loop import seed_everything
     from openaff.models.cifar import CIFARAFFResNet
     seed_everything(7)
@@ -264,7 +265,8 @@ def _tiny_run(save_dir, batches):
     net.initialize(mx.init.Xavier())
     recipe = Recipe(num_epochs=2, lr=0.05, mixup=True, label_smoothing=True, seed=3,
                     lr_mode='epoch_step', step_epochs=(1,))
-    engine = Engine(net, recipe, [mx.cpu()], batches, batches[:1], 4, 'tiny', str(save_dir))
+    engine = classifier_engine(net, recipe, [mx.cpu()], batches, batches[:1], 4, 'tiny',
+                               str(save_dir))
     trained = []
     train_epoch = engine.train_epoch
     engine.train_epoch = lambda epoch: trained.append(epoch) or train_epoch(epoch)

@@ -14,7 +14,7 @@ import mxnet as mx
 import numpy as np
 import parity
 import pytest
-from conftest import needs_compat
+from conftest import classifier_engine, needs_compat
 
 from openaff import fusion
 
@@ -148,7 +148,7 @@ def test_the_engine_steps_like_the_original(name, tmp_path):
     engine's own trainer, scheduler, loss and graph options (static allocation); floor: the
     smallest distance of the three algebras' plain float32 trajectories to the float64 one,
     which share none of the engine's code."""
-    from openaff.engine import Engine, Recipe
+    from openaff.engine import Recipe
     fixture = _fixture(name)
     spec = fixture.config['trainer']['optimizer_params']
     recipe = Recipe(num_epochs=1, lr=spec['learning_rate'], momentum=spec['momentum'],
@@ -156,7 +156,7 @@ def test_the_engine_steps_like_the_original(name, tmp_path):
     net = fixture.build()
     net.hybridize(static_alloc=True, static_shape=True)
     batches = list(range(fixture.steps))
-    engine = Engine(net, recipe, [mx.cpu()], batches, [], 10, 'parity', str(tmp_path))
+    engine = classifier_engine(net, recipe, [mx.cpu()], batches, [], 10, 'parity', str(tmp_path))
     exact, _ = parity.float64_free_running(name)
     trajectories = {i: parity.free_running(name, i)[0] for i in IMPLS}
     problems = []

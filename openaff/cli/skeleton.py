@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..data.errors import DatasetNotFoundError
-from ..engine import Engine
+from ..engine import Engine, Outputs
 from ..engine.checkpoint import release_claims
 from ..engine.distributed import DistributedError
 from ..models import builder_name
@@ -36,16 +36,19 @@ class TrainingCommand:
     ``network(opt)`` -> (builder, kwargs, run name); ``recipe(opt, seed, lr)``;
     ``check_outputs(opt, run name, recipe, net, chief)``; ``loaders(opt, global batch,
     cluster)`` -> (train, val, classes); ``prepare(opt, net, contexts)`` initialises or loads
-    the weights; ``engine_options(opt, contexts)`` the Engine's report, task or teacher;
-    ``run_info(opt)`` what checkpoints record besides the network; ``log_file(opt, run
-    name)``; ``best_line(log, best)`` the log's last line."""
+    the weights; ``task(opt, classes, contexts)`` what the engine trains for
+    (:mod:`openaff.engine.tasks`, a distillation teacher included); ``report(opt)`` its log
+    lines and best checkpoint's name (:mod:`openaff.engine.reporting`); ``run_info(opt)``
+    what checkpoints record besides the network; ``log_file(opt, run name)``;
+    ``best_line(log, best)`` the log's last line."""
     parse: Callable
     network: Callable
     recipe: Callable
     check_outputs: Callable
     loaders: Callable
     prepare: Callable
-    engine_options: Callable
+    task: Callable
+    report: Callable
     run_info: Callable
     log_file: Callable
     best_line: Callable
@@ -85,12 +88,12 @@ def run_training(command: TrainingCommand, argv=None) -> int:
                              cluster=cluster))
     for note in notes:
         log.info('%s', note)
-    engine = Engine(net, recipe, contexts, train, val, classes, model_name,
-                    opt.save_dir or '.', plot_dir=opt.save_plot_dir,
-                    compare_log=getattr(opt, 'compare_log', None), cluster=cluster,
-                    run_info={**command.run_info(opt),
-                              'net': command.net_record(builder, kwargs)},
-                    **command.engine_options(opt, contexts))
+    outputs = Outputs(model_name, opt.save_dir or '.', plot_dir=opt.save_plot_dir,
+                      compare_log=getattr(opt, 'compare_log', None),
+                      run_info={**command.run_info(opt),
+                                'net': command.net_record(builder, kwargs)})
+    engine = Engine(net, recipe, contexts, train, val, command.task(opt, classes, contexts),
+                    command.report(opt), outputs, cluster=cluster)
     command.before_fit(opt, engine)
     return run_engine(engine, log, opt.resume_from, lambda best: command.best_line(log, best),
                       start_epoch=command.start_epoch(opt))

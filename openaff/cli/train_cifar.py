@@ -11,6 +11,8 @@ from mxnet import gluon
 from ..batchnorm import set_bn_momentum
 from ..data import dataset_spec
 from ..engine import decay_epochs
+from ..engine.reporting import CifarReport
+from ..engine.tasks import Classification
 from ..models import CIFARAFFResNet, CIFARAFFResNeXt, CIFARInception
 from ..models.external import gluoncv_name, gluoncv_spec
 from ..models.inception import inception_merge
@@ -230,7 +232,8 @@ COMMAND = TrainingCommand(
     check_outputs=check_outputs,
     loaders=loaders,
     prepare=prepare,
-    engine_options=lambda opt, contexts: {},
+    task=lambda opt, classes, contexts: Classification(classes),
+    report=lambda opt: CifarReport(),
     run_info=lambda opt: {'dataset': opt.dataset, 'labels': opt.labels},
     log_file=lambda opt, name: (os.path.join(opt.logging_dir, f'train_{name}.log')
                                 if opt.logging_dir else None),

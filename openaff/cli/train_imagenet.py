@@ -10,6 +10,7 @@ import mxnet as mx
 
 from ..engine import decay_epochs
 from ..engine.reporting import ImageNetReport
+from ..engine.tasks import Classification, Distillation
 from ..models import AFFResNet, AFFResNeXt
 from ..models.external import gluoncv_name, gluoncv_spec
 from .args import add_rec_options, epoch_list, int_between, non_negative_int, positive_int
@@ -143,6 +144,16 @@ def teacher_of(opt, contexts):
     return teacher
 
 
+def task_of(opt, classes, contexts):
+    """Classification, distilled from ``--teacher`` when one is given and ``--hard-weight`` is
+    below 1."""
+    task = Classification(classes)
+    teacher = teacher_of(opt, contexts)
+    if teacher is None:
+        return task
+    return Distillation(task, teacher, opt.temperature, opt.hard_weight)
+
+
 def prepare_net(opt, net, contexts):
     """Initialise (or load) on ``contexts`` and cast to ``--dtype``."""
     if opt.use_pretrained:
@@ -199,8 +210,8 @@ COMMAND = TrainingCommand(
     check_outputs=check_outputs,
     loaders=lambda opt, batch, cluster: (*loaders(opt, batch, cluster), opt.classes),
     prepare=prepare_net,
-    engine_options=lambda opt, contexts: {'teacher': teacher_of(opt, contexts),
-                                          'report': ImageNetReport(opt.log_interval)},
+    task=task_of,
+    report=lambda opt: ImageNetReport(opt.log_interval),
     run_info=lambda opt: {'dataset': 'imagenet', 'input_size': opt.input_size},
     log_file=lambda opt, name: opt.logging_file,
     best_line=lambda log, best: log.info('best err-top1: %f', 1 - best),

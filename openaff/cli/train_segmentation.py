@@ -98,11 +98,14 @@ def prepare(opt, net, contexts):
     net.initialize(mx.init.Xavier(), ctx=contexts)
 
 
-def engine_options(opt, contexts):
-    from ..engine.reporting import SegmentationReport
+def task_of(opt, classes, contexts):
     from ..engine.tasks import Segmentation
-    return {'report': SegmentationReport(),
-            'task': Segmentation(CANVAS_CLASSES, opt.foreground_weight)}
+    return Segmentation(classes, opt.foreground_weight)
+
+
+def report_of(opt):
+    from ..engine.reporting import SegmentationReport
+    return SegmentationReport()
 
 
 COMMAND = TrainingCommand(
@@ -112,7 +115,8 @@ COMMAND = TrainingCommand(
     check_outputs=check_outputs,
     loaders=lambda opt, batch, cluster: (*loaders(opt, opt.seed, batch), CANVAS_CLASSES),
     prepare=prepare,
-    engine_options=engine_options,
+    task=task_of,
+    report=report_of,
     run_info=lambda opt: {'dataset': 'canvases'},
     log_file=lambda opt, name: os.path.join(opt.logging_dir, f'train_{name}.log'),
     best_line=lambda log, best: log.info('best_val_miou: %f', best),

@@ -11,6 +11,7 @@ import os
 import random
 import sys
 import time
+from dataclasses import dataclass, field
 
 import mxnet as mx
 import numpy as np
@@ -22,12 +23,11 @@ from .devices import all_on_cpu
 from .distributed import Cluster, Watchdog
 from .history import History
 from .recipe import Recipe, recipe_record
-from .reporting import CifarReport
 from .schedule import make_lr_scheduler
 from .targets import draw_mixup_lambda, new_rng
-from .tasks import Classification, Distillation, _split, evaluate
+from .tasks import _split, evaluate
 
-__all__ = ['Recipe', 'Engine', 'TrainingDiverged', 'evaluate', 'seed_everything',
+__all__ = ['Recipe', 'Engine', 'Outputs', 'TrainingDiverged', 'evaluate', 'seed_everything',
            'setup_logging']
 
 LOG = logging.getLogger('openaff')
@@ -71,9 +71,24 @@ def setup_logging(log_file=None, level=logging.INFO):
     return LOG
 
 
+@dataclass
+class Outputs:
+    """Where a run writes, and under what name: checkpoints of ``model_name`` in ``save_dir``,
+    the history plot in ``plot_dir`` (none without it), drawn beside an original log
+    ``compare_log`` when given; ``run_info`` is what checkpoint records hold besides the
+    engine's own entries (the network record, the dataset)."""
+    model_name: str
+    save_dir: str = '.'
+    plot_dir: str | None = None
+    compare_log: str | None = None
+    run_info: dict = field(default_factory=dict)
+
+
 class Engine:
-    """Fits ``net`` on ``train_data``, evaluates on ``val_data`` once per epoch, logs in the
-    original format and checkpoints crash-safely. Loaders yield ``(data, label)`` batches.
+    """Fits ``net`` on ``train_data`` for a ``task`` (:mod:`openaff.engine.tasks`: targets,
+    loss, statistics, held-out score), evaluates on ``val_data`` once per epoch, logs
+    through ``report`` (:mod:`openaff.engine.reporting`) and checkpoints crash-safely where
+    ``outputs`` (:class:`Outputs`) says. Loaders yield ``(data, label)`` batches.
 
     With a distributed ``cluster`` (:class:`~openaff.engine.distributed.Cluster`) each worker
     passes its shard of the data; gradients are averaged over the global batch, parameters
@@ -81,27 +96,23 @@ class Engine:
     over the workers, and
     only rank 0 writes checkpoints and plots."""
 
-    def __init__(self, net, recipe, contexts, train_data, val_data, classes, model_name,
-                 save_dir, plot_dir=None, teacher=None, compare_log=None, run_info=None,
-                 cluster=None, report=None, task=None):
+    def __init__(self, net, recipe, contexts, train_data, val_data, task, report, outputs,
+                 cluster=None):
         self.net, self.recipe, self.contexts = net, recipe, list(contexts)
         self._cpu_only = all_on_cpu(self.contexts)
-        self.report = report or CifarReport()
+        self.task, self.report, self.outputs = task, report, outputs
         self.cluster = cluster or Cluster()
         self.watchdog = Watchdog(recipe.dist_timeout if self.cluster.distributed else 0,
                                  self.cluster.describe())
-        self.train_data, self.val_data, self.classes = train_data, val_data, classes
-        self.task = task or Classification(classes)  # see openaff.engine.tasks
-        if teacher is not None:
-            self.task = Distillation(self.task, teacher, recipe.temperature, recipe.hard_weight)
-        self.model_name, self.compare_log = model_name, compare_log
+        self.train_data, self.val_data = train_data, val_data
+        self.model_name = outputs.model_name
         chief = self.cluster.is_chief
-        self.plot_path = os.path.join(plot_dir, f'{model_name}_history.png') \
-            if plot_dir and chief else None
-        self.checkpoints = CheckpointManager(save_dir, model_name, save_period=recipe.save_period,
-                                             create=chief)
+        self.plot_path = os.path.join(outputs.plot_dir, f'{outputs.model_name}_history.png') \
+            if outputs.plot_dir and chief else None
+        self.checkpoints = CheckpointManager(outputs.save_dir, outputs.model_name,
+                                             save_period=recipe.save_period, create=chief)
         self.history, self.best = History(), None
-        self.run_info = dict(run_info or {})
+        self.run_info = dict(outputs.run_info or {})
         self.trainer = self._make_trainer()
 
     # ------------------------------------------------------------------ set-up
@@ -249,7 +260,8 @@ class Engine:
         trainer = self.trainer if self.cluster.synchronous else None
         self.checkpoints.save(self.net, trainer, epoch, state)
         if self.plot_path:
-            self.history.plot(self.plot_path, title=self.model_name, compare_log=self.compare_log)
+            self.history.plot(self.plot_path, title=self.model_name,
+                              compare_log=self.outputs.compare_log)
 
     def fit(self, resume_from=None, start_epoch=0):
         """Train to ``recipe.num_epochs`` from ``start_epoch``, or from where the checkpoint
