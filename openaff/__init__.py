@@ -34,15 +34,24 @@ from .zoo import (  # noqa: E402
 _register_gluoncv_on_import()
 
 __all__ = ['get_model', 'list_models', 'get_model_list', 'pretrained_model_list', 'model_info',
-           'register_gluoncv', 'get_fusion', 'list_fusions', '__version__']
+           'register_gluoncv', 'get_fusion', 'list_fusions', 'quantize', '__version__']
 
 # imported when first used: some are slow (matplotlib, gluoncv) and none is needed to build a
 # net; the tools of openaff.apps are reachable under their short names too
 _LAZY_SUBMODULES = frozenset({
     'apps', 'batchnorm', 'blocks', 'data', 'engine', 'fpn', 'fusion', 'models', 'ops',
-    'plotting', 'quantize', 'segmentation', 'store', 'zoo'})
+    'plotting', 'segmentation', 'store', 'zoo'})
 _APPS = frozenset({'benchmark', 'cam', 'compare', 'evaluate', 'export', 'launch', 'plotlog',
                    'summary'})
+
+
+def quantize(net, calib_data, calib_mode='naive', num_calib_examples=None, exclude=None,
+             **kwargs):
+    """An INT8 version of ``net`` for the CPU (oneDNN), calibrated on ``calib_data``: see
+    :func:`openaff.apps.quantize.quantize` (Dai et al., "Attentional Feature Fusion", WACV
+    2021; the INT8 graphs and their measurements: docs/int8.md)."""
+    from .apps.quantize import quantize as quantize_network
+    return quantize_network(net, calib_data, calib_mode, num_calib_examples, exclude, **kwargs)
 
 
 def __getattr__(name):

@@ -33,10 +33,10 @@ def test_rounds_alternate_order_so_a_second_position_bias_cancels(monkeypatch):
     """Two identical steps where whichever runs second in a round is faster (as on this
     machine): a fixed order would report the second one as 2x faster. A simulated clock, so
     that the load of the machine cannot move the result."""
-    from openaff import benchmark
+    from openaff.apps.benchmark import timing
     clock = [0.0]
     calls = []
-    monkeypatch.setattr(benchmark.time, 'perf_counter', lambda: clock[0])
+    monkeypatch.setattr(timing.time, 'perf_counter', lambda: clock[0])
 
     def step(name):
         def run():
@@ -127,4 +127,41 @@ def test_float16_on_the_cpu_is_a_one_line_error_before_any_work(tmp_path, capsys
                  '--out', str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith('error: --dtype float16') and err.count('\n') == 1, err
+    assert not list(tmp_path.iterdir())
+
+
+def test_int8_and_onnxruntime_rows_beside_float32(tmp_path, capsys):
+    """``--dtype int8 --runtime onnxruntime``: every row also in INT8, in onnxruntime float32
+    and INT8, each timed against the baseline run the same way and against its own float32
+    row (``x own f32``); float rows have no such ratio, only float rows train."""
+    import math
+    code = main(['--set', 'cifar', '--models', 'gluoncv:cifar_resnet20_v1', 'cifar_aff_resnet20',
+                 '--dtype', 'int8', '--runtime', 'onnxruntime', '--batch-size', '2',
+                 '--repeats', '2', '--warmup', '0', '--no-memory', '--out', str(tmp_path)])
+    assert code == 0
+    assert 'x own f32' in capsys.readouterr().out
+    report = json.loads(next(tmp_path.glob('*.json')).read_text())
+    rows = {r['model']: r for r in report['results']}
+    runtimes = ['', '#int8', '#onnxruntime', '#onnxruntime-int8']
+    assert list(rows) == [name + runtime for name in ('gluoncv:cifar_resnet20_v1',
+                                                      'cifar_aff_resnet20')
+                          for runtime in runtimes]
+    for name, row in rows.items():
+        assert row['infer_ips'] > 0 and row['latency_ms'] > 0
+        assert ('#' in name) == (row['own_infer_ratio'] > 0)
+        assert ('#' in name) == math.isnan(row['train_ratio'])
+    assert rows['cifar_aff_resnet20#int8']['add_infer_ratio'] > 0  # against the INT8 twin
+    assert report['machine']['cpu_int8_instructions'] != ''
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--models', 'cifar_aff_resnet20#int9'], 'unknown runtime'),
+    (['--models', 'gluoncv:resnet50_v1_int8#int8'], 'already an INT8'),
+    (['--dtype', 'int8', '--ctx', 'gpu'], 'run on the CPU'),
+    (['--runtime', 'onnxruntime', '--ctx', 'gpu'], 'run on the CPU'),
+])
+def test_int8_requests_that_cannot_run_are_one_line_errors(args, message, tmp_path, capsys):
+    assert main(['--set', 'cifar', '--no-memory', '--out', str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count('\n') == 1, err
     assert not list(tmp_path.iterdir())

@@ -1,12 +1,12 @@
 """Tools built on the library (Dai et al., "Attentional Feature Fusion", WACV 2021): speed
 (:mod:`.benchmark`), training comparisons with GluonCV baselines (:mod:`.compare`), evaluation
 (:mod:`.evaluate`), ONNX export (:mod:`.export`), attention maps (:mod:`.cam`), parameter and
-FLOP tables (:mod:`.summary`), log plots (:mod:`.plotlog`) and the parameter-server launcher
-(:mod:`.launch`). Their commands are in :mod:`openaff.cli`."""
+FLOP tables (:mod:`.summary`), log plots (:mod:`.plotlog`), the parameter-server launcher
+(:mod:`.launch`) and INT8 inference (:mod:`.quantize`). Their commands are in :mod:`openaff.cli`."""
 from importlib import import_module
 
 _TOOLS = frozenset({'benchmark', 'cam', 'compare', 'evaluate', 'export', 'launch', 'plotlog',
-                    'summary'})
+                    'quantize', 'summary'})
 
 
 def __getattr__(name):

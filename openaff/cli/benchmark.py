@@ -5,6 +5,8 @@ networks and GluonCV baselines, as ratios to a baseline timed in the same rounds
     openaff-benchmark --set cifar --batch-size 64
     openaff-benchmark --models gluoncv:resnet50_v1d aff_resnet50@reference aff_resnet50
                                                         # NAME@IMPL: one fusion algebra per row
+    openaff-benchmark --set cifar --dtype int8 --runtime onnxruntime
+                                                        # + INT8 and onnxruntime rows
 """
 from __future__ import annotations
 
@@ -16,15 +18,22 @@ from .training import add_devices_arg, contexts_of
 
 
 def build_parser():
-    from ..apps.benchmark import SETS
+    from ..apps.benchmark import DTYPES, RUNTIMES, SETS
     from ..fusion import IMPLEMENTATIONS
     p = argparse.ArgumentParser(prog='openaff-benchmark',
                                 description=__doc__.split('\n')[0].split(': ', 1)[1])
     p.add_argument('--set', choices=sorted(SETS), default='imagenet')
-    p.add_argument('--models', nargs='+', default=None, help='zoo names or gluoncv:NAME')
+    p.add_argument('--models', nargs='+', default=None,
+                   help='zoo names or gluoncv:NAME, each NAME[/FUSION][@IMPL][#RUNTIME] '
+                        f'(RUNTIME: {", ".join(RUNTIMES)})')
     p.add_argument('--baseline', default=None)
     p.add_argument('--ctx', dest='device', choices=('cpu', 'gpu'), default='cpu')
-    p.add_argument('--dtype', default='float32', choices=('float32', 'float16'))
+    p.add_argument('--dtype', default='float32', choices=DTYPES,
+                   help='int8: each row in float32 and in INT8 (oneDNN, CPU; see '
+                        'openaff.quantize), INT8 rows timed against the baseline in INT8')
+    p.add_argument('--runtime', choices=('mxnet', 'onnxruntime'), default='mxnet',
+                   help='onnxruntime: each row also exported to ONNX and run by onnxruntime '
+                        '(float32, and static INT8 with --dtype int8)')
     p.add_argument('--batch-size', type=positive_int, default=None,
                    help='default: 8 for the imagenet set, 64 for cifar')
     p.add_argument('--input-size', type=positive_int, default=None)
@@ -55,15 +64,26 @@ def check_device(opt):
             raise ValueError(f'--devices {opt.devices}: the benchmark times one device; name '
                              f'one')
         opt.device, opt.device_id = contexts[0].device_type, contexts[0].device_id
+    if opt.device != 'cpu' and (opt.dtype == 'int8' or opt.runtime != 'mxnet'):
+        raise ValueError(f'--dtype int8 and --runtime onnxruntime run on the CPU (MXNet 1.9.1 '
+                         f'quantizes for oneDNN only); got --ctx {opt.device}')
     if opt.device == 'gpu' and mx.context.num_gpus() == 0:
         raise ValueError('--ctx gpu: MXNet sees no GPU on this machine (a CUDA build of mxnet '
                          'and a visible device are needed)')
     if opt.device == 'cpu' and opt.dtype == 'float16' and not _cpu_runs_float16():
         raise ValueError("--dtype float16 needs --ctx gpu: MXNet's CPU kernels have no "
                          'float16 convolution')
+    if opt.runtime == 'onnxruntime' and not _importable('onnx', 'onnxruntime'):
+        raise ValueError('--runtime onnxruntime needs onnx and onnxruntime: pip install '
+                         '"openaff[onnx]"')
     if opt.optimize_for and not _has_backend(opt.optimize_for):
         raise ValueError(f'--optimize-for {opt.optimize_for}: not a subgraph backend of this '
                          f'mxnet build (e.g. MKLDNN)')
+
+
+def _importable(*modules):
+    import importlib.util
+    return all(importlib.util.find_spec(m) is not None for m in modules)
 
 
 def _cpu_runs_float16():
@@ -108,7 +128,7 @@ def main(argv=None):
     settings = Settings(opt.set, opt.device, opt.dtype, opt.batch_size or BATCH_SIZES[opt.set],
                         opt.input_size,
                         opt.fusion_impl, opt.optimize_for, opt.train, opt.memory, opt.repeats,
-                        opt.warmup, opt.device_id)
+                        opt.warmup, opt.device_id, opt.runtime)
     models = opt.models or SETS[opt.set]
     baseline = opt.baseline or (BASELINES[opt.set] if BASELINES[opt.set] in models else models[0])
     if baseline not in models:

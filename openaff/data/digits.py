@@ -109,11 +109,12 @@ def digits_transforms(train, auto_aug=False):
 
 
 def _digits_splits(options):
-    val = Digits(train=False).transform_first(digits_transforms(False))
+    size = options.input_size or 32  # a network trained at another size is judged at its own
+    val = Digits(train=False, size=size).transform_first(digits_transforms(False))
     if not options.with_train:
         return None, val
-    return Digits(train=True).transform_first(digits_transforms(options.augment,
-                                                                options.auto_aug)), val
+    return Digits(train=True, size=size).transform_first(
+        digits_transforms(options.augment, options.auto_aug)), val
 
 
 register_dataset(DatasetSpec('digits', DIGITS_CLASSES, DIGITS_MEAN, DIGITS_STD, 32,
