@@ -13,6 +13,7 @@ import types
 import mxnet as mx
 import numpy as np
 import pytest
+import test_deploy_habits  # its fixture of a served release
 
 import openaff
 from openaff.apps import quantize as q
@@ -21,6 +22,7 @@ from openaff.data.digits import DIGITS_MEAN, DIGITS_STD, load_digits_split
 from openaff.models import CIFARAFFResNet
 
 ARCHITECTURES = [name for name in openaff.list_models() if '.' not in name]
+tiny_release = test_deploy_habits.tiny_release
 
 
 def realistic_batchnorm(net, x, seed=0):
@@ -399,3 +401,12 @@ def test_evaluate_command_reports_float32_and_int8_accuracy(trained, tmp_path, c
         with pytest.raises(SystemExit) if words != '--dtype' else contextlib.nullcontext():
             assert main([str(path), '--int8', *args]) == 2
         assert words in capsys.readouterr().err
+
+
+def test_released_weights_quantize(tiny_release, tmp_path, monkeypatch):
+    """A zoo name quantizes with its released weights (served here from a file:// URL)."""
+    monkeypatch.setenv('MXNET_HOME', str(tmp_path / 'home'))
+    x, expected = tiny_release
+    int8, net = q.quantize_checkpoint('cifar_aff_resnet32', x)
+    np.testing.assert_array_equal(net(x).asnumpy(), expected)  # the released weights
+    assert correlation(int8(x).asnumpy(), expected) > 0.9
