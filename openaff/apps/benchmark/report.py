@@ -41,34 +41,31 @@ class Result:
     own_infer_ratio: float = NAN
 
 
-COLUMNS = [  # (header, width, format of the value)
-    ('infer x', 7, lambda r, b: f'{r.infer_ratio:.3f}'),
-    ('train x', 7, lambda r, b: f'{r.train_ratio:.3f}'),
-    ('b1 x', 6, lambda r, b: f'{r.latency_ratio:.3f}'),
-    ('infer x add', 11, lambda r, b: f'{r.add_infer_ratio:.3f}'),
-    ('train x add', 11, lambda r, b: f'{r.add_train_ratio:.3f}'),
-    ('x own f32', 9, lambda r, b: f'{r.own_infer_ratio:.3f}'),
-    ('img/s', 7, lambda r, b: f'{r.infer_ips:.1f}'),
-    ('train img/s', 11, lambda r, b: f'{r.train_ips:.1f}'),
-    ('b1 ms', 7, lambda r, b: f'{r.latency_ms:.1f}'),
-    ('GFLOPs', 6, lambda r, b: f'{r.gflops:.2f}'),
-    ('params M', 8, lambda r, b: f'{r.params_m:.2f}'),
-    ('FLOPs x', 7, lambda r, b: f'{r.gflops / b.gflops:.3f}'),
-    ('peak MB', 7, lambda r, b: f'{r.memory_mb:.0f}'),
-]
+#: (header, width, Result field, decimals); 'flops_ratio' is this row's GFLOPs / the baseline's
+COLUMNS = (('infer x', 7, 'infer_ratio', 3), ('train x', 7, 'train_ratio', 3),
+           ('b1 x', 6, 'latency_ratio', 3), ('infer x add', 11, 'add_infer_ratio', 3),
+           ('train x add', 11, 'add_train_ratio', 3), ('x own f32', 9, 'own_infer_ratio', 3),
+           ('img/s', 7, 'infer_ips', 1), ('train img/s', 11, 'train_ips', 1),
+           ('b1 ms', 7, 'latency_ms', 1), ('GFLOPs', 6, 'gflops', 2),
+           ('params M', 8, 'params_m', 2), ('FLOPs x', 7, 'flops_ratio', 3),
+           ('peak MB', 7, 'memory_mb', 0))
 
 
 def table(results, baseline):
     """The rows as a text table; the ``x own f32`` column only when a row has a value."""
     base = next((r for r in results if r.model == baseline), results[0])
-    columns = [c for c in COLUMNS if c[0] != 'x own f32' or any(
+    columns = [c for c in COLUMNS if c[2] != 'own_infer_ratio' or any(
         r.own_infer_ratio == r.own_infer_ratio for r in results)]
     width = max(30, max(len(r.model) for r in results) + 1)
-    header = f'{"model":<{width}}' + ''.join(f' {name:>{size}}' for name, size, _ in columns)
+
+    def cell(row, field, decimals):
+        value = row.gflops / base.gflops if field == 'flops_ratio' else getattr(row, field)
+        return f'{value:.{decimals}f}'
+    header = f'{"model":<{width}}' + ''.join(f' {name:>{size}}' for name, size, _, _ in columns)
     lines = [header, '-' * len(header)]
     for r in results:
-        lines.append(f'{r.model:<{width}}' + ''.join(f' {value(r, base):>{size}}'
-                                                     for _, size, value in columns))
+        lines.append(f'{r.model:<{width}}' + ''.join(
+            f' {cell(r, field, decimals):>{size}}' for _, size, field, decimals in columns))
     return '\n'.join(lines)
 
 
