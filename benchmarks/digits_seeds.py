@@ -14,6 +14,7 @@ import sys
 
 from openaff.apps.compare import finished_record
 from openaff.cli import train_cifar
+from openaff.engine.checkpoint import score_name
 
 
 def run_seed(seed, out, extra, fresh):
@@ -26,9 +27,9 @@ def run_seed(seed, out, extra, fresh):
         if train_cifar.main([*argv, '--overwrite']) != 0:  # retrain what is not finished
             raise SystemExit(f'error: the run with seed {seed} failed')
         record = finished_record(run_dir, epochs)
-    history = record['history']
-    return {'seed': seed, 'last': history[-1]['val_acc'],
-            'best': max(r['val_acc'] for r in history),
+    history, score = record['history'], score_name(record)
+    return {'seed': seed, 'last': history[-1][score],
+            'best': max(r[score] for r in history),
             'train_minutes': sum(r['time'] for r in history) / 60,
             'command': 'python train_cifar.py ' + ' '.join(argv)}
 

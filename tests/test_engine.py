@@ -210,6 +210,38 @@ def test_engine_distills_from_a_teacher_on_several_devices(tmp_path, contexts):
         assert param.wd_mult == 0.0
 
 
+def test_the_best_checkpoint_follows_the_tasks_score(tmp_path):
+    """The engine keeps the best checkpoint, reports the best value and names the score in
+    the checkpoint record by the task's ``score``, not by a fixed record entry: here a score
+    that peaks at epoch 1 while ``val_acc`` keeps rising."""
+    import json
+
+    from openaff.engine import Engine, Outputs, Recipe
+    from openaff.engine.reporting import CifarReport
+    from openaff.engine.tasks import Classification
+
+    class Scored(Classification):
+        score = 'val_score'
+
+        def evaluate(self, net, loader, contexts, dtype, cluster, beat):
+            epoch = len(seen)
+            seen.append(epoch)
+            return {'val_acc': 0.1 * (epoch + 1), 'val_score': (0.2, 0.6, 0.4)[epoch]}
+
+    seen = []
+    train, val = _tiny_loaders(batches=1)
+    net = _tiny_net()
+    net.initialize(mx.init.Xavier())
+    engine = Engine(net, Recipe(num_epochs=3, lr=0.01, seed=0), [mx.cpu()], train, val,
+                    Scored(4), CifarReport(), Outputs('scored', str(tmp_path)))
+    engine.fit()
+    assert engine.best == 0.6
+    assert sorted(p.name for p in tmp_path.glob('*-best.params')) == [
+        '0.2000-scored-best.params', '0.6000-scored-best.params']  # each a new best when saved
+    record = json.loads((tmp_path / 'scored-checkpoint.json').read_text())
+    assert record['score'] == 'val_score' and record['best'] == 0.6
+
+
 @pytest.mark.multiprocess
 def test_importing_openaff_leaves_matplotlib_alone(tmp_path):
     """The backend is chosen when a figure is drawn; a process that already uses pyplot keeps

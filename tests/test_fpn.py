@@ -123,8 +123,10 @@ def test_train_segmentation_runs_on_the_engine_and_resumes(tmp_path, capsys):
     assert train_segmentation.main(args + ['--num-epochs', '2']) == 0
     record = json.loads(next((tmp_path / 'run').glob('*-checkpoint.json')).read_text())
     assert [r['epoch'] for r in record['history']] == [0, 1]
-    assert all(0 <= r['val_miou'] <= 1 and r['val_acc'] == r['val_miou'] for r in record['history'])
+    # the record names its score, and segmentation scores by mean IoU only
+    assert all(0 <= r['val_miou'] <= 1 and 'val_acc' not in r for r in record['history'])
     best = max(r['val_miou'] for r in record['history'])
+    assert record['score'] == 'val_miou' and record['best'] == best
     best_file = next((tmp_path / 'run').glob(f'{best:.4f}-canvases-AFF-FPN-*-best.params'))
     from openaff.cli import evaluate
     assert evaluate.main([str(best_file)]) == 2
@@ -138,3 +140,4 @@ def test_train_segmentation_runs_on_the_engine_and_resumes(tmp_path, capsys):
     resumed = json.loads(next((tmp_path / 'run').glob('*-checkpoint.json')).read_text())
     assert [r['epoch'] for r in resumed['history']] == [0, 1]
     assert resumed['history'][0] == record['history'][0]
+    assert resumed['best'] == max(r['val_miou'] for r in resumed['history'])

@@ -68,9 +68,10 @@ def finished_record(run_dir, epochs):
 def run_summary(record, seed, command):
     """One finished (model, seed) run: last and best held-out accuracy, how it was evaluated
     and the command that trained it."""
-    history = record['history']
-    return {'seed': seed, 'final_acc': history[-1]['val_acc'],
-            'best_acc': max(r['val_acc'] for r in history),
+    from ..engine.checkpoint import score_name
+    history, score = record['history'], score_name(record)
+    return {'seed': seed, 'final_acc': history[-1][score],
+            'best_acc': max(r[score] for r in history),
             'bn_statistics': record.get('bn_statistics', 'not recorded'), 'command': command}
 
 

@@ -64,15 +64,16 @@ def _training_record(path):
 
 def _logged_accuracy(record, path):
     """The validation accuracy the run logged for these weights."""
-    history = record.get('history', [])
+    from ..engine.checkpoint import score_name
+    history, score = record.get('history', []), score_name(record)
     base = os.path.basename(path)
     if base.endswith('-best.params'):
-        best = max(history, key=lambda r: r['val_acc'])
-        return best['val_acc']
+        best = max(history, key=lambda r: r[score])
+        return best[score]
     if '-epoch' in base:
         epoch = int(base.rsplit('-epoch', 1)[1].split('.')[0])
-        return next(r['val_acc'] for r in history if r['epoch'] == epoch)
-    return history[-1]['val_acc'] if history else None
+        return next(r[score] for r in history if r['epoch'] == epoch)
+    return history[-1][score] if history else None
 
 
 def resolve(name_or_path):

@@ -288,7 +288,7 @@ def _fit_and_report(engine, resume_from, report_best, start_epoch):
         else:
             traceback.print_exc()
         _exit_now(3)
-    best = max(r['val_acc'] for r in records) if records else engine.best
+    best = max(r[engine.task.score] for r in records) if records else engine.best
     report_best(best if best is not None else float('nan'))
     return 0
 

@@ -8,7 +8,14 @@ import json
 import os
 import re
 
-__all__ = ['CheckpointManager', 'atomic_write', 'atomic_save']
+__all__ = ['CheckpointManager', 'atomic_write', 'atomic_save', 'score_name']
+
+
+def score_name(record):
+    """The history key of a checkpoint record's held-out score (its task's: ``val_acc`` for
+    classification, ``val_miou`` for segmentation); records written before they named it are
+    classification's."""
+    return record.get('score') or 'val_acc'
 
 
 def atomic_save(path, write):
@@ -180,6 +187,7 @@ class CheckpointManager:
                 with open(pointer) as handle:
                     run = json.load(handle)
                 history = [r for r in run.get('history', []) if r['epoch'] <= record['epoch']]
+                score = score_name(run)
                 record.update(history=history, seed=run.get('seed'), recipe=run.get('recipe'),
-                              best=max((r['val_acc'] for r in history), default=None))
+                              best=max((r[score] for r in history), default=None))
         return record

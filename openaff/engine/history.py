@@ -37,13 +37,14 @@ class History:
     def column(self, key):
         return [r.get(key) for r in self.records]
 
-    def plot(self, path, title='', compare_log=None):
-        """Write the error curves (and an original run's validation error) to ``path``."""
+    def plot(self, path, title='', compare_log=None, score='val_acc'):
+        """Write the error curves (and an original run's validation error) to ``path``; the
+        validation error is one minus the records' held-out ``score``."""
         plt = pyplot()
         fig, ax = plt.subplots(figsize=(7, 4.5))
         epochs = self.column('epoch')
         ax.plot(epochs, [1 - a for a in self.column('train_acc')], label='training error')
-        ax.plot(epochs, [1 - a for a in self.column('val_acc')], label='validation error')
+        ax.plot(epochs, [1 - a for a in self.column(score)], label='validation error')
         if compare_log:
             reference = parse_log(compare_log)
             ax.plot(list(reference), [1 - a for a in reference.values()], '--',

@@ -244,16 +244,16 @@ class Engine:
         if broken:
             raise TrainingDiverged(f'epoch {epoch}: parameter {broken} is not finite (the run '
                                    f'diverged)')
+        score = record[self.task.score]
         if not self.cluster.is_chief:
-            self.best = record['val_acc'] if self.best is None else max(self.best,
-                                                                         record['val_acc'])
+            self.best = score if self.best is None else max(self.best, score)
             return
-        improved = self.best is None or record['val_acc'] > self.best
+        improved = self.best is None or score > self.best
         if improved:
-            self.best = record['val_acc']
-            score, name_epoch = self.report.best_name(epoch, record)
-            self.checkpoints.save_best(self.net, score, name_epoch)
-        state = {'seed': self.recipe.seed, 'best': self.best, 'history': self.history.records,
+            self.best = score
+            self.checkpoints.save_best(self.net, *self.report.best_name(epoch, score))
+        state = {'seed': self.recipe.seed, 'best': self.best, 'score': self.task.score,
+                 'history': self.history.records,
                  'metrics': record, 'bn_statistics': self.bn_statistics(),
                  'recipe': recipe_record(self.recipe), **self.run_info}
         # dist_async keeps the optimizer state on the servers, where it cannot be saved
@@ -261,7 +261,7 @@ class Engine:
         self.checkpoints.save(self.net, trainer, epoch, state)
         if self.plot_path:
             self.history.plot(self.plot_path, title=self.model_name,
-                              compare_log=self.outputs.compare_log)
+                              compare_log=self.outputs.compare_log, score=self.task.score)
 
     def fit(self, resume_from=None, start_epoch=0):
         """Train to ``recipe.num_epochs`` from ``start_epoch``, or from where the checkpoint

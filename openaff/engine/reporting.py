@@ -23,9 +23,10 @@ class CifarReport:
                  record['train_rmse'], record['val_acc'], record['train_loss'], record['lr'],
                  record['time'])
 
-    def best_name(self, epoch, record):
-        """(score, epoch or None) in the best checkpoint's file name."""
-        return record['val_acc'], None
+    def best_name(self, epoch, score):
+        """(number, epoch or None) in the name of the best checkpoint, of held-out ``score``
+        (the task's: accuracy, or mean IoU for segmentation)."""
+        return score, None
 
 
 class ImageNetReport:
@@ -50,8 +51,8 @@ class ImageNetReport:
         LOG.info('[Epoch %d] validation: err-top1=%f err-top5=%f', epoch,
                  1 - record['val_acc'], 1 - top5)
 
-    def best_name(self, epoch, record):
-        return 1 - record['val_acc'], epoch
+    def best_name(self, epoch, score):
+        return 1 - score, epoch
 
 
 class SegmentationReport(CifarReport):

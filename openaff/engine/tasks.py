@@ -2,8 +2,9 @@
 task. :class:`Classification` is the original recipe's (image classification, Dai et al.,
 WACV 2021); :class:`Segmentation` trains the paper's long-skip scenario, an AFF-FPN, per pixel.
 
-The engine keeps the best checkpoint by a record's ``val_acc``: a task's score (top-1
-accuracy; mean IoU for segmentation, with ``val_miou`` naming it too).
+A task's ``score`` names the entry of its held-out record that the engine keeps the best
+checkpoint by (``val_acc``, top-1 accuracy; ``val_miou``, mean IoU, for segmentation); the
+checkpoint records name it too (:func:`openaff.engine.checkpoint.score_name`).
 """
 from __future__ import annotations
 
@@ -117,7 +118,9 @@ class EpochStats:
 
 class Classification:
     """One label per image: mixup and label smoothing of one-hot targets, softmax
-    cross-entropy, top-1/top-5 accuracy."""
+    cross-entropy, top-1/top-5 accuracy (the score: ``val_acc``)."""
+
+    score = 'val_acc'
 
     def __init__(self, classes):
         self.classes = classes
@@ -147,7 +150,7 @@ class Distillation:
     def __init__(self, task, teacher, temperature, hard_weight):
         from gluoncv.loss import DistillationSoftmaxCrossEntropyLoss
         self.task, self.teacher, self.temperature = task, teacher, temperature
-        self.classes = task.classes
+        self.classes, self.score = task.classes, task.score
         self._loss = DistillationSoftmaxCrossEntropyLoss(
             temperature=temperature, hard_weight=hard_weight, sparse_label=False)
 
@@ -184,7 +187,9 @@ class WeightedPixelCrossEntropy(gluon.loss.Loss):
 class Segmentation:
     """A class per pixel (labels ``(N, H, W)``, scores ``(N, K, H, W)``): smoothed one-hot
     targets per pixel (no mixup), :class:`WeightedPixelCrossEntropy`, and held-out mean IoU
-    over the classes present (the score: ``val_acc`` and ``val_miou``) with pixel accuracy."""
+    over the classes present (the score: ``val_miou``) with pixel accuracy."""
+
+    score = 'val_miou'
 
     def __init__(self, classes, foreground_weight=5.0):
         self.classes = classes
@@ -214,5 +219,4 @@ class Segmentation:
         if total.sum() == 0:
             raise ValueError('the validation data is empty')
         miou = mean_iou(total)
-        return {'val_acc': miou, 'val_miou': miou,
-                'val_pixel_acc': float(np.trace(total) / total.sum())}
+        return {'val_miou': miou, 'val_pixel_acc': float(np.trace(total) / total.sum())}
