@@ -126,7 +126,7 @@ def _blocks(net):
 
 
 def test_syncbn_refuses_cpu_contexts():
-    from openaff.cli.training import apply_syncbn
+    from openaff.cli.runtime import apply_syncbn
     with pytest.raises(ValueError, match='GPUs'):
         apply_syncbn(tiny_net(), True, [mx.cpu(0), mx.cpu(1)])
 

@@ -11,8 +11,8 @@ import os
 import sys
 
 from ..models.external import display_name
-from .args import fail, positive_int
-from .training import add_devices_arg, contexts_of
+from .args import add_devices_arg, fail, positive_int
+from .runtime import contexts_of
 
 
 def build_parser():

@@ -12,16 +12,14 @@ from ..engine.checkpoint import release_claims
 from ..engine.distributed import DistributedError
 from ..models import builder_name
 from .args import fail
-from .training import (
+from .fitting import run_engine, start_log, summarize_and_exit
+from .runtime import (
     apply_syncbn,
     contexts_of,
     resolve_precision,
     resolve_seed,
-    run_engine,
     scaled_lr,
     start_cluster,
-    start_log,
-    summarize_and_exit,
 )
 
 

@@ -16,17 +16,11 @@ from ..engine.tasks import Classification
 from ..models import CIFARAFFResNet, CIFARAFFResNeXt, CIFARInception
 from ..models.external import gluoncv_name, gluoncv_spec
 from ..models.inception import inception_merge
-from .args import epoch_list, int_between, non_negative_int, positive_int
+from .args import add_run_args, add_step_decay_args, int_between, non_negative_int, positive_int
+from .checks import check_training_outputs
 from .recipe_options import RecipeOptions
+from .runtime import clamp_workers, shard_of
 from .skeleton import TrainingCommand, run_training
-from .training import (
-    add_run_args,
-    add_scale_out_args,
-    check_paths,
-    check_run,
-    clamp_workers,
-    shard_of,
-)
 
 DATASETS = ('cifar10', 'cifar100', 'digits')
 
@@ -79,8 +73,7 @@ def build_parser():
     add('-j', '--num-data-workers', dest='num_workers', type=non_negative_int, default=96,
         help='data loading processes (capped at the CPU count; 0 = in the main process)')
     RECIPE.add_to(p)
-    add('--lr-decay-period', type=non_negative_int, default=0)
-    add('--lr-decay-epoch', type=epoch_list, default='300,450')
+    add_step_decay_args(p, '300,450')
     add('--cosine', action='store_true', help='linear warm-up, then cosine decay')
     add('--drop-rate', type=float, default=0.0, help='unused, as in the original')
     add('--mode', default='hybrid', choices=('hybrid', 'imperative'))
@@ -96,8 +89,7 @@ def build_parser():
     add('--compare-log', default=None, help='an original log to draw in the history plot')
     add('--frozen-input-stats', action='store_true',
         help="the original's behaviour: the input BatchNorm's running statistics stay 0/1")
-    add_run_args(p)
-    add_scale_out_args(p)
+    add_run_args(p, scale_out=True)
     return p
 
 
@@ -207,11 +199,10 @@ def recipe_of(opt, seed, lr=None):
 
 def check_outputs(opt, model_name, recipe, net=None, chief=True):
     """Output folders writable, the compare log there, no earlier run replaced unasked."""
-    check_paths(dirs=[('--save-dir', opt.save_dir), ('--logging-dir', opt.logging_dir),
-                      ('--save-plot-dir', opt.save_plot_dir)],
-                files=[('--compare-log', opt.compare_log)])
-    check_run(opt.save_dir or '.', model_name, opt.resume_from, opt.overwrite, recipe, RECIPE,
-              net, chief)
+    check_training_outputs(opt, model_name, recipe, RECIPE, net, chief,
+                           dirs=[('--save-dir', opt.save_dir), ('--logging-dir', opt.logging_dir),
+                                 ('--save-plot-dir', opt.save_plot_dir)],
+                           files=[('--compare-log', opt.compare_log)])
 
 
 def prepare(opt, net, contexts):

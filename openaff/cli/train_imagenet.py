@@ -13,17 +13,18 @@ from ..engine.reporting import ImageNetReport
 from ..engine.tasks import Classification, Distillation
 from ..models import AFFResNet, AFFResNeXt
 from ..models.external import gluoncv_name, gluoncv_spec
-from .args import add_rec_options, epoch_list, int_between, non_negative_int, positive_int
-from .recipe_options import RecipeOptions
-from .skeleton import TrainingCommand, run_training
-from .training import (
+from .args import (
+    add_rec_options,
     add_run_args,
-    add_scale_out_args,
-    check_paths,
-    check_run,
-    clamp_workers,
-    shard_of,
+    add_step_decay_args,
+    int_between,
+    non_negative_int,
+    positive_int,
 )
+from .checks import check_training_outputs
+from .recipe_options import RecipeOptions
+from .runtime import clamp_workers, shard_of
+from .skeleton import TrainingCommand, run_training
 
 LAYERS = {50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 4, 36, 3]}
 # the original train_imagenet.py's defaults and flag names where they differ from the recipe's
@@ -51,8 +52,7 @@ def build_parser():
     add('--num-gpus', type=non_negative_int, default=4, help='0 trains on the CPU')
     add('-j', '--num-data-workers', dest='num_workers', type=non_negative_int, default=96)
     RECIPE.add_to(p)
-    add('--lr-decay-period', type=non_negative_int, default=0)
-    add('--lr-decay-epoch', type=epoch_list, default='40,60')
+    add_step_decay_args(p, '40,60')
     add('--last-gamma', action='store_true',
         help='zero-initialise the last BN gamma of each block (the ResNeXt models always were '
              'in the released runs: their block inverted the flag)')
@@ -78,8 +78,7 @@ def build_parser():
     add('--seed', type=int, default=None)
     add('--save-plot-dir', default=None, help='where to write the history PNG')
     add('--compare-log', default=None, help='an original log to draw in the history plot')
-    add_run_args(p)
-    add_scale_out_args(p)
+    add_run_args(p, scale_out=True)
     return p
 
 
@@ -182,13 +181,13 @@ def check_teacher(name):
 
 def check_outputs(opt, model_name, recipe, net=None, chief=True):
     """Output folders writable, inputs there, no earlier run replaced unasked."""
-    check_paths(dirs=[('--save-dir', opt.save_dir), ('--save-plot-dir', opt.save_plot_dir),
-                      ('--logging-file', os.path.dirname(opt.logging_file or ''))],
-                files=[('--compare-log', opt.compare_log),
-                       ('--resume-params', opt.resume_params),
-                       ('--resume-states', opt.resume_states)])
-    check_run(opt.save_dir or '.', model_name, opt.resume_from, opt.overwrite, recipe, RECIPE,
-              net, chief)
+    check_training_outputs(opt, model_name, recipe, RECIPE, net, chief,
+                           dirs=[('--save-dir', opt.save_dir),
+                                 ('--save-plot-dir', opt.save_plot_dir),
+                                 ('--logging-file', os.path.dirname(opt.logging_file or ''))],
+                           files=[('--compare-log', opt.compare_log),
+                                  ('--resume-params', opt.resume_params),
+                                  ('--resume-states', opt.resume_states)])
     check_teacher(opt.teacher)
 
 

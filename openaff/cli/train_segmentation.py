@@ -15,10 +15,10 @@ import sys
 import mxnet as mx
 
 from ..data.canvases import CANVAS_CLASSES
-from .args import non_negative_int, positive_int
+from .args import add_devices_arg, add_run_args, non_negative_int, positive_int
+from .checks import check_training_outputs
 from .recipe_options import RecipeOptions
 from .skeleton import TrainingCommand, run_training
-from .training import add_devices_arg, add_run_args, check_paths, check_run
 
 MERGES = ('add', 'AFF', 'iAFF')
 RECIPE = RecipeOptions(
@@ -86,10 +86,9 @@ def network(opt):
 
 
 def check_outputs(opt, model_name, recipe, net=None, chief=True):
-    check_paths(dirs=[('--save-dir', opt.save_dir), ('--logging-dir', opt.logging_dir),
-                      ('--save-plot-dir', opt.save_plot_dir)])
-    check_run(opt.save_dir, model_name, opt.resume_from, opt.overwrite, recipe, RECIPE, net,
-              chief)
+    check_training_outputs(opt, model_name, recipe, RECIPE, net, chief,
+                           dirs=[('--save-dir', opt.save_dir), ('--logging-dir', opt.logging_dir),
+                                 ('--save-plot-dir', opt.save_plot_dir)])
 
 
 def prepare(opt, net, contexts):
