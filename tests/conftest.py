@@ -113,7 +113,7 @@ def tiny_images(n, classes, seed):
 
 def write_tiny_cifar(root, name, fmt, archive=False, n_train=64, n_test=32):
     """A CIFAR release of ``n_train``/``n_test`` images in an official format, under ``root``."""
-    from openaff.data.cifar import write_cifar
+    from cifar_files import write_cifar
     classes = 10 if name == 'cifar10' else 100
     images, labels = tiny_images(n_train, classes, 0)
     test_images, test_labels = tiny_images(n_test, classes, 1)

@@ -9,6 +9,7 @@ import pickle
 
 import numpy as np
 import pytest
+from cifar_files import write_cifar
 from conftest import (
     assert_one_line_error,
     run_command,
@@ -19,7 +20,7 @@ from conftest import (
 )
 from PIL import Image
 
-from openaff.data.cifar import load_cifar, write_cifar
+from openaff.data.cifar import load_cifar
 from openaff.data.imagenet import folder_loaders
 
 COLORS = np.array([[200, 40, 10], [10, 200, 40], [40, 10, 200]], dtype=np.uint8)

@@ -9,11 +9,12 @@ import types
 import mxnet as mx
 import numpy as np
 import pytest
+from cifar_files import write_cifar
 from mxnet.gluon.data import vision
 from PIL import Image
 
 from openaff.data import cifar, digits
-from openaff.data.cifar import CIFAR, cifar_transforms, load_cifar, write_cifar
+from openaff.data.cifar import CIFAR, cifar_transforms, load_cifar
 from openaff.data.digits import (
     DIGITS_MEAN,
     DIGITS_STD,
