@@ -144,13 +144,20 @@ def weights_of(net):
             for name, param in net._collect_params_with_prefix().items()}
 
 
-def gradients(net, fixture, step):
-    """The port's float32 gradients of the batch's summed loss at the current weights."""
-    x, target = fixture.batch(step)
+def backward(net, fixture, step, dtype='float32'):
+    """The loss of step ``step``'s batch at the current weights, in ``dtype``, with the
+    gradients of its sum queued (not waited for)."""
+    x, target = fixture.batch(step, dtype)
     loss_fn = fixture.loss_fn()
     with autograd.record():
         loss = loss_fn(net(x), target)
     loss.backward()
+    return loss
+
+
+def gradients(net, fixture, step):
+    """The port's float32 gradients of the batch's summed loss at the current weights."""
+    backward(net, fixture, step)
     mx.nd.waitall()
     return grads_of(net)
 
@@ -162,11 +169,7 @@ def grads_of(net):
 
 
 def train_step(net, trainer, fixture, step):
-    x, target = fixture.batch(step)
-    loss_fn = fixture.loss_fn()
-    with autograd.record():
-        loss = loss_fn(net(x), target)
-    loss.backward()
+    loss = backward(net, fixture, step)
     mx.nd.waitall()  # without it mxnet 1.9.1 on CPU is not reproducible (fixtures' README)
     trainer.step(fixture.step_batch_size)
     mx.nd.waitall()
@@ -229,10 +232,7 @@ def float64_pass(name, impl, step):
         net = fixture.build()
         net.cast('float64')
         load_weights(net, fixture.weights(step))
-        x, target = fixture.batch(step, 'float64')
-        with autograd.record():
-            loss = fixture.loss_fn()(net(x), target)
-        loss.backward()
+        loss = backward(net, fixture, step, 'float64')
     return grads_of(net), float(loss.mean().asscalar())
 
 
@@ -257,10 +257,7 @@ def float64_step(fixture, step, lr_factor=1.0):
                 block.register_forward_hook(keep(name))
         trainer = fixture.trainer(net, lr_factor)
         set_momentum(trainer, net, fixture.momentum(step))
-        x, target = fixture.batch(step, 'float64')
-        with autograd.record():
-            loss = fixture.loss_fn()(net(x), target)
-        loss.backward()
+        backward(net, fixture, step, 'float64')
         trainer.step(fixture.step_batch_size)
         mx.nd.waitall()
     return weights_of(net), seen
@@ -283,10 +280,7 @@ def float64_free_running(name):
         net.cast('float64')
         trainer = fixture.trainer(net)
         for step in range(fixture.steps):
-            x, target = fixture.batch(step, 'float64')
-            with autograd.record():
-                loss = fixture.loss_fn()(net(x), target)
-            loss.backward()
+            loss = backward(net, fixture, step, 'float64')
             trainer.step(fixture.step_batch_size)
             mx.nd.waitall()
             weights.append(weights_of(net))

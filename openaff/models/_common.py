@@ -5,6 +5,7 @@ import mxnet as mx
 from mxnet import autograd
 from mxnet.gluon import HybridBlock, nn
 
+from ..blocks import AFFResNeXtBlock
 from ..fusion import graph_mode
 from ..fusion.graphs import DeviceGraphs
 
@@ -113,6 +114,26 @@ class FusionNetwork(DeviceGraphs, HybridBlock):
 def stage_fusion(askc_type, stage_index, start_layer):
     """Stages before ``start_layer`` add plainly, as in the original networks."""
     return 'DirectAdd' if stage_index < start_layer else askc_type
+
+
+def resnext_stages(askc_type, start_layer, layers, width, cardinality, bottleneck_width,
+                   avg_down, **block_kwargs):
+    """The stages of a fusion ResNeXt, one ``stageN_`` sequence of ``AFFResNeXtBlock`` per
+    entry of ``layers`` (stages before ``start_layer`` add plainly): ``width`` channels,
+    doubling per stage; each stage's first block projects, with stride 2 after the first
+    stage. ``avg_down`` holds one flag per stage (its projection average-pools);
+    ``block_kwargs`` go to every block. Made one at a time, in order, as the caller adds them."""
+    for index, num_blocks in enumerate(layers):
+        layer = nn.HybridSequential(prefix='stage%d_' % (index + 1))
+        with layer.name_scope():
+            for block_index in range(num_blocks):
+                first = block_index == 0
+                layer.add(AFFResNeXtBlock(
+                    stage_fusion(askc_type, index + 1, start_layer), width, cardinality,
+                    bottleneck_width, (1 if index == 0 else 2) if first else 1, first,
+                    avg_down=avg_down[index], prefix='', **block_kwargs))
+        yield layer
+        width *= 2
 
 
 def deep_stem_layers(stem_width, first_stride, norm_layer, norm_kwargs, trailing_norm):

@@ -7,12 +7,13 @@ from mxnet import autograd
 from mxnet.gluon import nn
 from mxnet.gluon.nn import BatchNorm
 
-from ..blocks import AFFResBlockV2, AFFResNeXtBlock
+from ..blocks import AFFResBlockV2
 from ..fusion.core import GlobalAvgPool
 from ._common import (
     FusionNetwork,
     check_numbers,
     deep_stem_layers,
+    resnext_stages,
     stage_fusion,
     update_input_stats,
 )
@@ -27,10 +28,9 @@ class CIFARAFFResNet(FusionNetwork):
 
     Parameters
     ----------
-    askc_type : str or callable
-        Fusion used from stage ``start_layer`` on (earlier stages add plainly).
-    start_layer : int
-        First stage (1-based) that uses ``askc_type``.
+    askc_type, start_layer : str or callable, int
+        The fusion of the blocks of stage ``start_layer`` (1-based) and the later ones; the
+        earlier stages add plainly.
     layers : list of int
         Blocks per stage.
     channels : list of int
@@ -140,18 +140,11 @@ class CIFARAFFResNeXt(FusionNetwork):
                         nn.Activation('relu')]
             for layer in stem:
                 self.features.add(layer)
-            for index, num_blocks in enumerate(layers):
-                layer = nn.HybridSequential(prefix='stage%d_' % (index + 1))
-                with layer.name_scope():
-                    for block_index in range(num_blocks):
-                        first = block_index == 0
-                        layer.add(AFFResNeXtBlock(
-                            stage_fusion(askc_type, index + 1, start_layer), width,
-                            cardinality, bottleneck_width, (1 if index == 0 else 2) if first else 1,
-                            first, last_gamma=last_gamma, use_se=use_se, prefix='',
-                            norm_layer=norm_layer, norm_kwargs=norm_kwargs, r=r))
-                self.features.add(layer)
-                width *= 2
+            for stage in resnext_stages(askc_type, start_layer, layers, width, cardinality,
+                                        bottleneck_width, [True] * len(layers),
+                                        last_gamma=last_gamma, use_se=use_se,
+                                        norm_layer=norm_layer, norm_kwargs=norm_kwargs, r=r):
+                self.features.add(stage)
             self.features.add(GlobalAvgPool())
             self.output = nn.Dense(classes)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from mxnet.gluon import nn
 from mxnet.gluon.nn import BatchNorm
 
-from ..blocks import AFFBottleneck, AFFResNeXtBlock
+from ..blocks import AFFBottleneck
 from ..fusion.core import use_global_pooling
-from ._common import FusionNetwork, check_numbers, deep_stem_layers, stage_fusion
+from ._common import FusionNetwork, check_numbers, deep_stem_layers, resnext_stages, stage_fusion
 from .registry import register_network
 
 __all__ = ['AFFResNet', 'AFFResNeXt']
@@ -19,10 +19,9 @@ class AFFResNet(FusionNetwork):
 
     Parameters
     ----------
-    askc_type : str or callable
-        Fusion used from stage ``start_layer`` on (earlier stages add plainly).
-    start_layer : int
-        First stage (1-based) that uses ``askc_type``; the released models use 3.
+    askc_type, start_layer : str or callable, int
+        As for :class:`~openaff.models.cifar.CIFARAFFResNet`; the released models fuse from
+        stage 3 on.
     layers : list of int
         Bottlenecks per stage, e.g. ``[3, 4, 6, 3]``.
     classes : int
@@ -152,21 +151,12 @@ class AFFResNeXt(FusionNetwork):
                         norm_layer(**norm_kwargs), nn.Activation('relu')]
             for layer in stem + [nn.MaxPool2D(3, 2, 1)]:
                 self.features.add(layer)
-            channels = 64
-            for index, num_blocks in enumerate(layers):
-                layer = nn.HybridSequential(prefix='stage%d_' % (index + 1))
-                with layer.name_scope():
-                    for block_index in range(num_blocks):
-                        first = block_index == 0
-                        layer.add(AFFResNeXtBlock(
-                            stage_fusion(askc_type, index + 1, start_layer), channels,
-                            cardinality, bottleneck_width,
-                            (1 if index == 0 else 2) if first else 1, first,
-                            last_gamma=last_gamma, use_se=use_se,
-                            avg_down=avg_down and index > 0, prefix='',
-                            norm_layer=norm_layer, norm_kwargs=norm_kwargs, r=r))
-                self.features.add(layer)
-                channels *= 2
+            for stage in resnext_stages(askc_type, start_layer, layers, 64, cardinality,
+                                        bottleneck_width,
+                                        [avg_down and index > 0 for index in range(len(layers))],
+                                        last_gamma=last_gamma, use_se=use_se,
+                                        norm_layer=norm_layer, norm_kwargs=norm_kwargs, r=r):
+                self.features.add(stage)
             self.features.add(nn.GlobalAvgPool2D())
             self.output = nn.Dense(classes)
         use_global_pooling(self, 'operator')  # 14x14 and 7x7 maps: oneDNN pools them faster
