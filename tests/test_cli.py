@@ -22,3 +22,27 @@ def test_command_answers_help(name, capsys):
         main(['--help'])
     assert done.value.code == 0
     assert 'usage:' in capsys.readouterr().out
+
+
+@pytest.mark.multiprocess
+def test_every_command_runs_as_python_m():
+    """``python -m openaff.cli.NAME --help`` prints the usage (a module without its
+    ``__main__`` hook would exit 0 having done nothing)."""
+    import subprocess
+    import sys
+    modules = sorted({ep.value.split(':')[0] for ep in entry_points(group='console_scripts')
+                      if ep.name in COMMANDS})
+    code = ('import contextlib, io, runpy, sys\n'
+            'for module in sys.argv[1:]:\n'
+            '    sys.argv, out = [module, "--help"], io.StringIO()\n'
+            '    try:\n'
+            '        with contextlib.redirect_stdout(out):\n'
+            '            runpy.run_module(module, run_name="__main__", alter_sys=True)\n'
+            '    except SystemExit as done:\n'
+            '        assert done.code == 0, module\n'
+            '    print(module, "usage:" in out.getvalue())\n')
+    done = subprocess.run([sys.executable, '-c', code, *modules], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    printed = dict(line.split() for line in done.stdout.splitlines())
+    assert printed == {module: 'True' for module in modules}

@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .args import fail, non_negative_int, positive_int
-from .training import add_devices_arg, contexts_of
+from .args import add_devices_arg, fail, non_negative_int, positive_int
+from .runtime import contexts_of
 
 
 def build_parser():

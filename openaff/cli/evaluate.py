@@ -11,9 +11,16 @@ import argparse
 import json
 import sys
 
-from .args import add_rec_options, fail, non_negative_int, positive_int, rec_files_of
+from .args import (
+    add_devices_arg,
+    add_rec_options,
+    fail,
+    non_negative_int,
+    positive_int,
+    rec_files_of,
+)
 from .output import output_path
-from .training import add_devices_arg, contexts_of
+from .runtime import contexts_of
 
 
 def build_parser():

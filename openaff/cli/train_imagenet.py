@@ -221,3 +221,7 @@ COMMAND = TrainingCommand(
 
 def main(argv=None):
     return run_training(COMMAND, argv)
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
