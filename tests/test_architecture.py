@@ -100,3 +100,20 @@ def test_only_the_network_registry_reads_the_gluoncv_prefix():
         if (isinstance(node, ast.Constant) and node.value == 'gluoncv:')
         or (isinstance(node, ast.Name) and node.id == 'GLUONCV_PREFIX'))
     assert not readers, readers
+
+
+def test_module_map_in_the_development_notes_matches_the_tree():
+    """Every module of the package is named in docs/development.md's layout, and every file
+    the layout names exists."""
+    import re
+    notes = (REPO / 'docs' / 'development.md').read_text()
+    layout = notes.split('## Layout', 1)[1].split('```')[1]
+    named = set(re.findall(r'[A-Za-z_][\w]*\.(?:py|cc|h|sh)\b', layout))
+    files = {path.name for path in PACKAGE.rglob('*') if path.suffix in ('.py', '.cc', '.h')
+             and '__pycache__' not in path.parts}
+    unnamed = sorted(f for f in files if f != '__init__.py' and f not in named)
+    assert not unnamed, f'modules missing from the layout: {unnamed}'
+    elsewhere = {path.name for folder in ('benchmarks', 'tools', 'tests')
+                 for path in (REPO / folder).rglob('*')}
+    missing = sorted(name for name in named if name not in files | elsewhere)
+    assert not missing, f'the layout names files that do not exist: {missing}'
