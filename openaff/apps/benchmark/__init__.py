@@ -171,11 +171,14 @@ class _Kept:
         return self.held[role]
 
 
-def _baseline_for(baseline, entry):
-    runtime = runtime_of(entry)
-    if runtime_of(baseline) or is_int8_release(baseline) or is_int8_release(entry):
+def _baseline_for(baseline, entry, settings):
+    """The baseline run as ``entry`` runs; GluonCV's INT8 graphs are compared with the
+    baseline's INT8 row when there is one."""
+    if runtime_of(baseline) or is_int8_release(baseline):
         return baseline
-    return with_runtime(baseline, runtime)
+    if is_int8_release(entry):
+        return with_runtime(baseline, 'int8' if settings.dtype == 'int8' else '')
+    return with_runtime(baseline, runtime_of(entry))
 
 
 def measure_all(models, baseline, settings):
@@ -184,8 +187,8 @@ def measure_all(models, baseline, settings):
     of another runtime) against its own MXNet float row."""
     kept, results, last_float = _Kept(settings), [], None
     for entry in rows_of(models, settings):
-        base = kept.get(f'base{runtime_of(_baseline_for(baseline, entry))}',
-                        _baseline_for(baseline, entry))
+        base_entry = _baseline_for(baseline, entry, settings)
+        base = kept.get('base' + runtime_of(base_entry), base_entry)
         other = base if entry == base.entry else Candidate(entry, settings)
         if not runtime_of(entry):
             last_float = None  # freed before the next float row is built
