@@ -44,7 +44,8 @@ class History:
         fig, ax = plt.subplots(figsize=(7, 4.5))
         epochs = self.column('epoch')
         ax.plot(epochs, [1 - a for a in self.column('train_acc')], label='training error')
-        ax.plot(epochs, [1 - a for a in self.column(score)], label='validation error')
+        held_out = 'validation error' if score == 'val_acc' else f'validation 1 - {score[4:]}'
+        ax.plot(epochs, [1 - a for a in self.column(score)], label=held_out)
         if compare_log:
             reference = parse_log(compare_log)
             ax.plot(list(reference), [1 - a for a in reference.values()], '--',
