@@ -281,7 +281,7 @@ def float_relus(partitioned):
     """The ReLUs that read a float32-only operator (AFF's selection in the ImageNet
     bottlenecks), left in float32: the map they write then serves both the INT8 layers after
     them (quantized once) and the next fusion's float32 arithmetic, which would otherwise
-    dequantize it again (AFF-ResNet-50: 7 fewer dequantizations, about 5 % faster)."""
+    dequantize it again (docs/int8.md: what it saves)."""
     nodes = _nodes(partitioned)
     return [node['name'] for node in nodes
             if node['op'] == 'Activation' and node.get('attrs', {}).get('act_type') == 'relu'
@@ -291,7 +291,7 @@ def float_relus(partitioned):
 def float_products(partitioned):
     """Element-wise products (MultiAFF's weighting) left in float32: MXNet 1.9.1's INT8
     product takes int8 inputs only (a uint8 map makes the graph fail at run time), and with
-    its quantizations it took 3.7 ms against 0.9 ms in float32 for a 64x16x32x32 map."""
+    its quantizations it is slower than the float32 product (docs/int8.md)."""
     return [node['name'] for node in _nodes(partitioned) if node['op'] == 'elemwise_mul']
 
 
@@ -337,12 +337,12 @@ def _distinct_sums(symbol):
     and whatever its output-range buffers held before the call -- not of the calibrated
     range. Two sums of one shape with equal input ranges but different output ranges (one
     network calibrated twice in a process, say) then share a primitive, and the second
-    writes its sums on the first one's scale: a digits AFF-ResNet lost 3.6 points of
-    held-out accuracy when it was quantized after another calibration of itself
-    (docs/int8.md). Sums with different output ranges now read different input ranges (the
-    factors of the two inputs come from two hashes: 1 in 4 million pairs collide), and a
-    graph built twice is built the same. The change, at most 0.1 % of an input's scale, is
-    far below int8's step of 0.8 %, and it is part of the graph: exports keep it."""
+    writes its sums on the first one's scale: a network quantized after another calibration
+    of itself loses accuracy (docs/int8.md). Sums with different output ranges now read
+    different input ranges (the factors of the two inputs come from two hashes: 1 in 4
+    million pairs collide), and a graph built twice is built the same. The change, at most
+    0.1 % of an input's scale, is far below int8's step of 0.8 %, and it is part of the
+    graph: exports keep it."""
     graph = _Graph(symbol)
     sums = [i for i, node in enumerate(graph.nodes)
             if node['op'] == '_contrib_quantized_elemwise_add']
@@ -510,7 +510,7 @@ def quantize(net, calib_data, calib_mode='naive', num_calib_examples=None, exclu
     graph : {'standard', 'fused'}
         ``'standard'``: standard MXNet operators only, the graph runs wherever MXNet 1.9.1
         does. ``'fused'``: each AFF/iAFF soft selection is openaff's fused float32 operator
-        (1.3-1.4x faster INT8 AFF at ResNet-20 widths, docs/int8.md); the graph then runs only
+        (faster, docs/int8.md measures by how much); the graph then runs only
         in processes that import openaff, and needs its operator library built (without it
         the selections stay standard operators).
 
