@@ -218,8 +218,11 @@ def test_interrupt_is_one_line_and_keeps_the_checkpoints(world, tmp_path, stop, 
     out = tmp_path / 'interrupted'
     command = [sys.executable, str(REPO / 'train_cifar.py'),
                *train(world['data'], out, '--num-epochs', '50')]
+    # a run started in the background inherits an ignored SIGINT (and Python then installs
+    # no KeyboardInterrupt handler): the child gets the default, as a terminal's job has
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env=ENV, cwd=REPO)
+                               text=True, env=ENV, cwd=REPO,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     pointer = out / f'{MODEL}-checkpoint.json'
     deadline = time.time() + 120
     while not pointer.exists() and time.time() < deadline:
