@@ -410,3 +410,22 @@ def test_released_weights_quantize(tiny_release, tmp_path, monkeypatch):
     int8, net = q.quantize_checkpoint('cifar_aff_resnet32', x)
     np.testing.assert_array_equal(net(x).asnumpy(), expected)  # the released weights
     assert correlation(int8(x).asnumpy(), expected) > 0.9
+
+
+@pytest.mark.slow
+def test_imagenet_agreement_harness_runs(capsys, tmp_path, monkeypatch):
+    """benchmarks/int8_agreement.py on the two sample photos and random crops (random
+    weights: the harness alone); without the released weights, one line and exit 1."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), 'benchmarks'))
+    try:
+        import int8_agreement
+    finally:
+        sys.path.pop(0)
+    args = ['--models', 'aff_resnet50', '--size', '64', '--crops', '4', '--calib', '2']
+    assert int8_agreement.main(['--random-weights', *args]) == 0
+    row = capsys.readouterr().out.strip().splitlines()[-1]
+    assert row.startswith('| aff_resnet50 |') and row.count('(') == 2
+    monkeypatch.setenv('OPENAFF_BASE_URL', (tmp_path / 'empty').as_uri() + '/')
+    monkeypatch.setenv('MXNET_HOME', str(tmp_path / 'home'))
+    assert int8_agreement.main(args) == 1
+    assert capsys.readouterr().err.count('\n') == 1
