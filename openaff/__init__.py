@@ -45,16 +45,9 @@ _APPS = frozenset({'benchmark', 'cam', 'compare', 'evaluate', 'export', 'launch'
                    'summary'})
 
 
-def quantize(net, calib_data, calib_mode='naive', num_calib_examples=None, exclude=None,
-             **kwargs):
-    """An INT8 version of ``net`` for the CPU (oneDNN), calibrated on ``calib_data``: see
-    :func:`openaff.apps.quantize.quantize` (Dai et al., "Attentional Feature Fusion", WACV
-    2021; the INT8 graphs and their measurements: docs/int8.md)."""
-    from .apps.quantize import quantize as quantize_network
-    return quantize_network(net, calib_data, calib_mode, num_calib_examples, exclude, **kwargs)
-
-
 def __getattr__(name):
+    if name == 'quantize':  # the function (INT8 for oneDNN): openaff.apps.quantize.quantize
+        return import_module('.apps.quantize', __name__).quantize
     if name in _LAZY_SUBMODULES:
         return import_module(f'.{name}', __name__)
     if name in _APPS:
@@ -63,4 +56,4 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(set(globals()) | _LAZY_SUBMODULES | _APPS)
+    return sorted(set(globals()) | _LAZY_SUBMODULES | _APPS | {'quantize'})

@@ -304,7 +304,7 @@ def no_work(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError('work started before the input was checked')
     monkeypatch.setattr(q, 'float_graph', refuse)
-    monkeypatch.setattr(q, 'quantize_symbol', refuse)
+    monkeypatch.setattr(q, '_quantize_partitioned', refuse)
 
 
 def images(*shape, fill=None):

@@ -209,10 +209,8 @@ def float_graph(net, example=None, graph='standard'):
     pooling has none) and the layout copies before the operator are dropped (in an INT8 graph
     its inputs come from dequantizations, which write plain float32 maps)."""
     from ..fusion import exportable, graph_target, implementation
-    if not isinstance(net, HybridBlock):
-        raise ValueError(f'quantize takes a Gluon HybridBlock, got {type(net).__name__}')
-    if graph not in GRAPHS:
-        raise ValueError(f'graph must be one of {GRAPHS}, got {graph!r}')
+    _check_network(net)
+    _check_modes(graph=graph)
     params = net.collect_params()
     empty = [p.name for p in params.values() if p._data is None and not p._deferred_init]
     if empty:
@@ -233,6 +231,18 @@ def float_graph(net, example=None, graph='standard'):
     arg_params = {p.name: _param_value(p) for p in params.values() if p.name in args}
     aux_params = {p.name: _param_value(p) for p in params.values() if p.name in auxs}
     return symbol, arg_params, aux_params
+
+
+def _check_network(net):
+    if not isinstance(net, HybridBlock):
+        raise ValueError(f'quantize takes a Gluon HybridBlock, got {type(net).__name__}')
+
+
+def _check_modes(calib_mode='naive', graph='standard'):
+    if calib_mode not in CALIB_MODES:
+        raise ValueError(f'calib_mode must be one of {CALIB_MODES}, got {calib_mode!r}')
+    if graph not in GRAPHS:
+        raise ValueError(f'graph must be one of {GRAPHS}, got {graph!r}')
 
 
 def _fused_cleanup(symbol):
@@ -370,20 +380,15 @@ def _quiet_quantization():
     """MXNet's quantization pass logs a line to the process's stderr for every operator it
     leaves in float32 (hundreds for an AFF network): those lines are dropped, any other is
     passed on."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode='w+b') as caught:
-        os.dup2(caught.fileno(), 2)
-        try:
+    from .._stderr import captured_stderr
+    lines = []
+    try:
+        with captured_stderr(lines):
             yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            caught.seek(0)
-            lines = caught.read().decode(errors='replace').splitlines()
-            kept = [line for line in lines if not any(c in line for c in _MXNET_CHATTER)]
-            if kept:
-                print('\n'.join(kept), file=sys.stderr)
+    finally:
+        kept = [line for line in lines if not any(c in line for c in _MXNET_CHATTER)]
+        if kept:
+            print('\n'.join(kept), file=sys.stderr)
 
 
 def _calibration_batch_size(images):
@@ -408,14 +413,26 @@ def _collect_ranges(symbol, arg_params, aux_params, images, collector):
         mx.nd.waitall()
 
 
+def _partitioned(symbol):
+    """``symbol`` partitioned for oneDNN's quantization (convolutions with their BatchNorm,
+    ReLU and sum folded)."""
+    with _quiet_quantization():
+        return symbol.get_backend_symbol('MKLDNN_QUANTIZE')
+
+
 def quantize_symbol(symbol, arg_params, aux_params, images, calib_mode='naive', exclude=(),
                     granularity='tensor-wise'):
     """``(qsymbol, qarg_params, aux_params)``: the float32 ``symbol`` partitioned for oneDNN
     and quantized, except the nodes (of the partitioned graph) named in ``exclude``, with the
     activation ranges calibrated on ``images``. The low-level step of :func:`quantize`."""
+    return _quantize_partitioned(_partitioned(symbol), arg_params, aux_params, images,
+                                 calib_mode, exclude, granularity)
+
+
+def _quantize_partitioned(partitioned, arg_params, aux_params, images, calib_mode, exclude,
+                          granularity='tensor-wise'):
     from mxnet.contrib import quantization
     with _quiet_quantization():
-        partitioned = symbol.get_backend_symbol('MKLDNN_QUANTIZE')
         qsym, _, _, collector = quantization.quantize_graph(
             partitioned, arg_params, aux_params, ctx=mx.cpu(), excluded_sym_names=list(exclude),
             excluded_op_names=[], calib_mode=calib_mode, quantized_dtype='auto',
@@ -529,19 +546,14 @@ def quantize(net, calib_data, calib_mode='naive', num_calib_examples=None, exclu
     if ctx is not None and getattr(ctx, 'device_type', None) != 'cpu':
         raise ValueError(f'INT8 inference runs on the CPU (MXNet 1.9.1 quantizes for oneDNN '
                          f'only); got ctx={ctx}')
-    if calib_mode not in CALIB_MODES:
-        raise ValueError(f'calib_mode must be one of {CALIB_MODES}, got {calib_mode!r}')
-    if graph not in GRAPHS:
-        raise ValueError(f'graph must be one of {GRAPHS}, got {graph!r}')
+    _check_modes(calib_mode, graph)
     if exclude is not None and (isinstance(exclude, str) or
                                 not all(isinstance(p, str) for p in exclude)):
         raise ValueError(f'exclude must be a list of layer names or patterns, got {exclude!r}')
-    if not isinstance(net, HybridBlock):
-        raise ValueError(f'quantize takes a Gluon HybridBlock, got {type(net).__name__}')
+    _check_network(net)
     images = check_calibration(calib_data, net, num_calib_examples)
     symbol, arg_params, aux_params = float_graph(net, images, graph)
-    with _quiet_quantization():
-        partitioned = symbol.get_backend_symbol('MKLDNN_QUANTIZE')
+    partitioned = _partitioned(symbol)
     layers = _layers(partitioned)
     for pattern in exclude or ():
         if not any(_match(names, [pattern]) for names in layers.values()):
@@ -549,8 +561,8 @@ def quantize(net, calib_data, calib_mode='naive', num_calib_examples=None, exclu
     excluded = float_relus(partitioned) + float_products(partitioned) + [
         node for node, names in layers.items() if exclude and _match(names, exclude)]
     excluded = list(dict.fromkeys(excluded))
-    qsym, qargs, qauxs = quantize_symbol(symbol, arg_params, aux_params, images, calib_mode,
-                                         excluded)
+    qsym, qargs, qauxs = _quantize_partitioned(partitioned, arg_params, aux_params, images,
+                                               calib_mode, excluded)
     named = [layers[node][1] if len(layers[node]) > 1 else node for node in excluded]
     return QuantizedNet(qsym, dict(qargs, **qauxs), images.shape[1], named,
                         f'{calib_mode} over {len(images)} images', graph)
@@ -581,8 +593,7 @@ def evaluate_int8(name_or_path, data=None, calib_batches=10, calib_mode='naive',
                          f'{calib_batches!r}')
     if data.dtype != 'float32':
         raise ValueError('--int8 quantizes the float32 network: leave --dtype at float32')
-    if calib_mode not in CALIB_MODES or graph not in GRAPHS:
-        raise ValueError(f'calib_mode must be one of {CALIB_MODES} and graph one of {GRAPHS}')
+    _check_modes(calib_mode, graph)
     target = resolve(name_or_path)
     train, val = val_loader(data, target, with_train=True)
     batches = [batch[0] if isinstance(batch, list | tuple) else batch

@@ -101,21 +101,13 @@ def _cpu_runs_float16():
 def _has_backend(backend):
     """Whether MXNet knows the subgraph ``backend``: for an unknown one it only writes an
     error line to the process's stderr and carries on, so that line is looked for."""
-    import os
-    import tempfile
-
     import mxnet as mx
+
+    from .._stderr import captured_stderr
     probe = mx.sym.FullyConnected(mx.sym.var('x'), num_hidden=1)
-    with tempfile.TemporaryFile(mode='w+') as caught:
-        saved = os.dup(2)
-        os.dup2(caught.fileno(), 2)
-        try:
-            probe.optimize_for(backend, args={'x': mx.nd.zeros((1, 1))})
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-        caught.seek(0)
-        return 'cannot be found' not in caught.read()
+    with captured_stderr([]) as lines:
+        probe.optimize_for(backend, args={'x': mx.nd.zeros((1, 1))})
+    return not any('cannot be found' in line for line in lines)
 
 
 def main(argv=None):

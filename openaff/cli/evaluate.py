@@ -72,15 +72,11 @@ def _evaluate_int8(opt, contexts):
                          opt.int8_graph, opt.precise_bn)
 
 
-def _report_int8(result):
-    from ..apps.quantize import report_int8
-    return report_int8(result)
-
-
 def main(argv=None):
     import mxnet as mx
 
     from ..apps.evaluate import check_dtype, evaluate_checkpoint, report
+    from ..apps.quantize import report_int8
     from ..data.errors import DatasetNotFoundError
     from ..store import CheckpointError
     opt = build_parser().parse_args(argv)
@@ -101,7 +97,7 @@ def main(argv=None):
                                          contexts)
     except (ValueError, FileNotFoundError, DatasetNotFoundError, CheckpointError, OSError) as err:
         return fail(str(err).replace('\n', ' '))
-    print(_report_int8(result) if opt.int8 else report(result))
+    print((report_int8 if opt.int8 else report)(result))
     if json_path:
         with open(json_path, 'w') as handle:
             json.dump(result, handle, indent=1)

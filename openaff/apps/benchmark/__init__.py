@@ -38,7 +38,6 @@ from .build import (
     parse_entry,
     plain_addition_twin,
     runtime_of,
-    split_impl,
     with_runtime,
 )
 from .report import Result, machine, plot, table, write
@@ -56,7 +55,7 @@ from .timing import (
 __all__ = ['SETS', 'BASELINES', 'BATCH_SIZES', 'DTYPES', 'RUNTIMES', 'Settings', 'Result',
            'Candidate', 'build', 'check_entry', 'rows_of', 'measure_all', 'run', 'table',
            'plot', 'machine', 'paired_times', 'balanced_ratio', 'median_time',
-           'inference_step', 'training_step', 'plain_addition_twin', 'split_impl',
+           'inference_step', 'training_step', 'plain_addition_twin',
            'parse_entry', 'peak_memory_mb', 'peak_rss_mb', 'probe_memory']
 
 SETS = {
@@ -161,9 +160,7 @@ class _Kept:
     def __init__(self, settings):
         self.settings, self.held = settings, {}
 
-    def get(self, role, entry, current=None):
-        if current is not None and current.entry == entry:
-            return current
+    def get(self, role, entry):
         held = self.held.get(role)
         if held is None or held.entry != entry:
             self.held[role] = None
@@ -185,14 +182,13 @@ def measure_all(models, baseline, settings):
     """Rows in ``models`` order (expanded by :func:`rows_of`); each row is timed against the
     baseline run the same way, against its plain-addition twin run the same way, and (rows
     of another runtime) against its own MXNet float row."""
-    kept, results, last_float = _Kept(settings), [], None
+    kept, results = _Kept(settings), []
     for entry in rows_of(models, settings):
         base_entry = _baseline_for(baseline, entry, settings)
         base = kept.get('base' + runtime_of(base_entry), base_entry)
         other = base if entry == base.entry else Candidate(entry, settings)
-        if not runtime_of(entry):
-            last_float = None  # freed before the next float row is built
-            last_float = other
+        if not runtime_of(entry):  # the own float row of the runtime rows after it
+            kept.held['own'] = other
         results.append(compare(base, other, settings))
         twin_name = plain_addition_twin(entry)
         if twin_name:
@@ -200,7 +196,7 @@ def measure_all(models, baseline, settings):
             for metric, (_, ratio) in timed(twin, other, settings, ('infer', 'train')).items():
                 setattr(results[-1], f'add_{metric}_ratio', ratio)
         if runtime_of(entry):
-            own = kept.get('own', with_runtime(entry, ''), current=last_float)
+            own = kept.get('own', with_runtime(entry, ''))
             results[-1].own_infer_ratio = timed(own, other, settings, ('infer',))['infer'][1]
         if settings.memory:
             results[-1].memory_mb = peak_memory_mb(entry, settings)

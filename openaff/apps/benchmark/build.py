@@ -39,13 +39,6 @@ def parse_entry(entry, default_impl):
     return name, fusion, impl, runtime
 
 
-def split_impl(entry, default):
-    """``'aff_resnet50@reference'`` -> ``('aff_resnet50', 'reference')`` (the name keeps any
-    ``/FUSION``)."""
-    name, fusion, impl, _ = parse_entry(entry.partition('#')[0], default)
-    return name + (f'/{fusion}' if fusion else ''), impl
-
-
 def with_runtime(entry, runtime):
     """``entry`` run by ``runtime`` ('' for MXNet in float)."""
     return entry.partition('#')[0] + (f'#{runtime}' if runtime else '')
@@ -82,8 +75,10 @@ def build(name, classes, ctx, dtype):
 def _gluoncv_int8(name):
     from gluoncv.model_zoo import get_model
     from gluoncv.model_zoo.model_store import short_hash
+
+    from ...store import default_root
     base = name[:-len('_int8')]
-    root = os.path.join(os.environ.get('MXNET_HOME', os.path.expanduser('~/.mxnet')), 'models')
+    root = default_root()
     try:
         released = os.path.isfile(os.path.join(root, f'{base}-{short_hash(base)}.params'))
     except ValueError:
@@ -94,13 +89,12 @@ def _gluoncv_int8(name):
     return net
 
 
-def _count(net, size, ctx, dtype):
+def _count(net, size, ctx, dtype, int8_graph=False):
+    """(parameters in millions, GFLOPs); no FLOPs for an INT8 graph, whose operators the
+    counter does not know."""
     from ..summary import summarize
-    try:
-        result = summarize(net, (1, 3, size, size), ctx=ctx, dtype=dtype)
-    except Exception:  # noqa: BLE001  a graph the counter cannot walk (GluonCV's INT8 ones)
-        return math.nan, math.nan
-    return result.weight_params / 1e6, result.flops / 1e9
+    result = summarize(net, (1, 3, size, size), ctx=ctx, dtype=dtype)
+    return result.weight_params / 1e6, math.nan if int8_graph else result.flops / 1e9
 
 
 def plain_addition_twin(entry):
@@ -186,9 +180,7 @@ class Candidate:
         batch = batch.astype(dtype)
         with implementation(impl):
             net = build(name, classes, ctx, dtype)
-            self.params_m, self.gflops = _count(net, size, ctx, dtype)
-            if is_int8_release(name):  # the counter sees no FLOPs in INT8 operators
-                self.gflops = math.nan
+            self.params_m, self.gflops = _count(net, size, ctx, dtype, is_int8_release(name))
             runner = RUNNERS[runtime](net, batch, settings)
             self.infer = inference_step(runner, batch)
             self.single = inference_step(runner, batch[:1])
